@@ -1,0 +1,94 @@
+"""Flower ClientApp. A node hosts a cohort of users; their private state never leaves it.
+
+``train``: for each of the node's users sampled this round, load its private rows, train from
+the received shared parameters, and reply with the cohort's weighted average of the new shared
+parameters (weight ``num-examples``). ``evaluate``: HR/NDCG sums and counts over the node's
+users, scored with their private rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedrec import node
+from fedrec.config import Config
+from fedrec.params import to_numpy, to_torch
+
+log = logging.getLogger(__name__)
+
+STATE_KEY = "fedrec.users"
+META_KEY = "fedrec.meta"
+
+app = ClientApp()
+
+
+def _config(msg: Message) -> tuple[Config, int]:
+    rec = msg.content["config"]
+    known = Config().to_flat()
+    flat = {k: v for k, v in rec.items() if k in known}
+    return Config.from_flat(flat, source="message config"), int(rec["server-round"])
+
+
+def _shared(msg: Message) -> dict[str, np.ndarray]:
+    return {k: a.numpy() for k, a in msg.content["arrays"].items()}
+
+
+def _users(cfg: Config, context: Context) -> tuple[int, np.ndarray]:
+    pid = int(context.node_config["partition-id"])
+    n_parts = int(context.node_config["num-partitions"])
+    return pid, node.node_users(cfg, node.load_split(cfg), pid, n_parts)
+
+
+def _state(cfg: Config, context: Context, pid: int, users: np.ndarray, round_: int) -> dict:
+    """Private rows as of the end of ``round_``: memory, else node disk, else fresh."""
+    meta = context.state.get(META_KEY)
+    if meta is not None and int(meta["round"]) == round_ and STATE_KEY in context.state:
+        return to_torch({k: a.numpy() for k, a in context.state[STATE_KEY].items()})
+    directory = node.state_dir(cfg, pid, context.node_config.get("state-dir"))
+    restored = node.load_state(directory, round_)
+    if restored is not None:
+        return restored
+    if round_ > 0:
+        log.warning("node %d: no private state for round %d; starting users fresh", pid, round_)
+    return node.initial_state(cfg, users)
+
+
+def _keep_state(cfg: Config, context: Context, pid: int, round_: int, state: dict) -> None:
+    arrays = to_numpy(state, np.float32)
+    context.state[STATE_KEY] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+    context.state[META_KEY] = ConfigRecord({"round": round_})
+    directory = node.state_dir(cfg, pid, context.node_config.get("state-dir"))
+    node.save_state(directory, round_, state)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    cfg, round_ = _config(msg)
+    torch.set_num_threads(int(os.environ.get("FEDREC_THREADS", "1")))
+    pid, users = _users(cfg, context)
+    state = _state(cfg, context, pid, users, round_ - 1)
+    reply, new_state = node.train_round(cfg, round_, _shared(msg), users, state)
+    _keep_state(cfg, context, pid, round_, new_state)
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({k: Array(v) for k, v in reply.arrays.items()}),
+            "metrics": MetricRecord({"num-examples": reply.weight, **reply.metrics}),
+        }
+    )
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    cfg, round_ = _config(msg)
+    pid, users = _users(cfg, context)
+    state = _state(cfg, context, pid, users, round_)
+    sums = node.evaluate_round(cfg, _shared(msg), users, state)
+    metrics = {"num-examples": sums.pop("count"), **{f"{k}-sum": v for k, v in sums.items()}}
+    return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

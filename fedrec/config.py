@@ -1,0 +1,233 @@
+"""Every fedrec setting and its default, as one dataclass tree.
+
+Settings are addressed with flat kebab-case keys (``num-rounds``, ``local-epochs``), as in
+Flower's run config. ``Config.from_flat`` validates a flat mapping and names the offending key
+on error; ``Config.to_flat`` gives the mapping back (the pyproject ``[tool.flwr.app.config]``
+table is checked against it by a test).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting has an unknown key, a wrong type or a value out of range."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"
+    split: str = "loo"  # loo | ncf
+    data_dir: str = ""  # "" -> $FEDREC_DATA_DIR or ~/.cache/fedrec/data
+    test_negatives: int = 99
+    synthetic_users: int = 1000
+    synthetic_items: int = 500
+    synthetic_interactions: int = 40  # mean interactions per user
+
+
+@dataclass
+class ModelConfig:
+    model: str = "mf"
+    dim: int = 32
+    init_std: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    local_epochs: int = 1
+    num_negatives: int = 4
+    batch_size: int = 64
+    lr: float = 0.05
+    optimizer: str = "adam"  # sgd | adam
+    loss: str = "bce"  # bce | bpr
+    weight_decay: float = 0.0  # L2 on the rows used in a batch (sparse-safe)
+    device: str = "auto"  # auto | cpu | cuda
+    max_examples_per_chunk: int = 2_000_000  # bounds memory of vectorised cohorts
+
+
+@dataclass
+class FederationConfig:
+    strategy: str = "fedavg"
+    num_rounds: int = 10
+    fraction_train: float = 1.0  # probability that a user takes part in a round
+    users_per_node: int = 512
+    num_nodes: int = 0  # > 0 overrides users-per-node with an even split
+    eval_every: int = 1
+    server_lr: float = 1.0  # server optimizers (fedadam, fedyogi, fedavgm)
+    proximal_mu: float = 0.0  # fedprox
+    timeout: float = 3600.0
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    out: str = ""  # run directory; "" -> runs/<timestamp>
+    resume: bool = True
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    fed: FederationConfig = field(default_factory=FederationConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    # ------------------------------------------------------------------ flat views
+    @classmethod
+    def from_flat(cls, flat: Mapping[str, Any], source: str = "config") -> Config:
+        """Build a validated config from flat kebab-case keys.
+
+        Parameters
+        ----------
+        flat : Mapping[str, Any]
+            ``{"num-rounds": 20, ...}``; keys not given keep their defaults.
+        source : str
+            Where the mapping came from, named in error messages.
+        """
+        cfg = cls()
+        index = _key_index(cfg)
+        for key, value in flat.items():
+            if key not in index:
+                raise ConfigError(
+                    f"{source}: unknown setting '{key}'. Known settings: {', '.join(sorted(index))}"
+                )
+            section, attr = index[key]
+            current = getattr(section, attr)
+            setattr(section, attr, _coerce(value, type(current), key, source))
+        cfg.validate(source)
+        return cfg
+
+    def to_flat(self) -> dict[str, Any]:
+        """All settings as ``{kebab-key: value}``."""
+        return {
+            key: getattr(section, attr) for key, (section, attr) in _key_index(self).items()
+        }
+
+    def replace(self, **flat: Any) -> Config:
+        """A copy with some flat settings changed (keys in snake_case or kebab-case)."""
+        merged = self.to_flat()
+        merged.update({k.replace("_", "-"): v for k, v in flat.items()})
+        return Config.from_flat(merged)
+
+    def validate(self, source: str = "config") -> None:
+        """Check ranges and choices; raise ``ConfigError`` naming the setting."""
+        checks: list[tuple[str, bool, str]] = [
+            ("split", self.data.split in ("loo", "ncf"), "must be 'loo' or 'ncf'"),
+            ("test-negatives", self.data.test_negatives >= 1, "must be >= 1"),
+            ("dim", self.model.dim >= 1, "must be >= 1"),
+            ("local-epochs", self.train.local_epochs >= 1, "must be >= 1"),
+            ("num-negatives", self.train.num_negatives >= 1, "must be >= 1"),
+            ("batch-size", self.train.batch_size >= 1, "must be >= 1"),
+            ("lr", self.train.lr > 0, "must be > 0"),
+            ("optimizer", self.train.optimizer in ("sgd", "adam"), "must be 'sgd' or 'adam'"),
+            ("loss", self.train.loss in ("bce", "bpr"), "must be 'bce' or 'bpr'"),
+            ("device", self.train.device in ("auto", "cpu", "cuda"), "must be auto|cpu|cuda"),
+            ("num-rounds", self.fed.num_rounds >= 1, "must be >= 1"),
+            ("fraction-train", 0 < self.fed.fraction_train <= 1, "must be in (0, 1]"),
+            ("users-per-node", self.fed.users_per_node >= 1, "must be >= 1"),
+            ("num-nodes", self.fed.num_nodes >= 0, "must be >= 0"),
+            ("eval-every", self.fed.eval_every >= 1, "must be >= 1"),
+            ("weight-decay", self.train.weight_decay >= 0, "must be >= 0"),
+        ]
+        for key, ok, why in checks:
+            if not ok:
+                flat = self.to_flat()
+                raise ConfigError(f"{source}: setting '{key}' = {flat[key]!r} {why}")
+
+    def digest(self, keys: tuple[str, ...]) -> str:
+        """A short stable hash of the named settings (cache keys)."""
+        import hashlib
+        import json
+
+        flat = self.to_flat()
+        blob = json.dumps({k: flat[k] for k in keys}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _key_index(cfg: Config) -> dict[str, tuple[Any, str]]:
+    index: dict[str, tuple[Any, str]] = {}
+    for sec in fields(cfg):
+        section = getattr(cfg, sec.name)
+        for f in fields(section):
+            index[f.name.replace("_", "-")] = (section, f.name)
+    return index
+
+
+def _coerce(value: Any, kind: type, key: str, source: str) -> Any:
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low in ("true", "1", "yes", "on"):
+                    return True
+                if low in ("false", "0", "no", "off"):
+                    return False
+                raise ValueError(value)
+            if isinstance(value, int | float) and value in (0, 1):
+                return bool(value)
+            if isinstance(value, bool):
+                return value
+            raise ValueError(value)
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError(value)
+                return int(value)
+            return int(str(value).strip())
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            out = float(value)
+            if math.isnan(out):
+                raise ValueError(value)
+            return out
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{source}: setting '{key}' expects {kind.__name__}, got {value!r}"
+        ) from None
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """Split ``key=value`` from ``--set``; raise ``ConfigError`` when malformed."""
+    if "=" not in text:
+        raise ConfigError(f"--set '{text}': expected key=value")
+    key, value = text.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a config TOML: flat kebab keys at top level or in any table (tables are merged)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    flat: dict[str, Any] = {}
+
+    def walk(d: Mapping[str, Any]) -> None:
+        for k, v in d.items():
+            if isinstance(v, Mapping):
+                walk(v)
+            else:
+                flat[k] = v
+
+    walk(data)
+    return flat
+
+
+def as_dict(cfg: Config) -> dict[str, Any]:
+    """Nested dict view (for summary.json)."""
+    return dataclasses.asdict(cfg)

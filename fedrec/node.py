@@ -1,0 +1,146 @@
+"""What a node does in a round: train its sampled users, evaluate all its users.
+
+Flower-free: ``clients/`` unpacks messages, calls these functions and packs the replies.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fedrec import checkpoint
+from fedrec.config import Config
+from fedrec.data.partition import num_partitions, participants, partition_users
+from fedrec.data.schema import SplitData
+from fedrec.eval.sampled import evaluate_users
+from fedrec.models.base import Recommender
+from fedrec.models.registry import build_model
+from fedrec.params import check_shared, to_numpy, to_torch
+from fedrec.train.cohort import train_cohort
+
+log = logging.getLogger(__name__)
+
+_SPLITS: dict[tuple, SplitData] = {}
+
+
+def load_split(cfg: Config) -> SplitData:
+    """The run's train/test split (memoised per process; deterministic from the config)."""
+    from fedrec.data.prepare import prepare_split
+
+    d = cfg.data
+    key = (d.dataset, d.split, d.data_dir, cfg.run.seed, d.test_negatives, d.synthetic_users,
+           d.synthetic_items, d.synthetic_interactions)
+    if key not in _SPLITS:
+        synthetic = {
+            "n_users": d.synthetic_users,
+            "n_items": d.synthetic_items,
+            "mean_interactions": d.synthetic_interactions,
+        }
+        _SPLITS[key] = prepare_split(
+            d.dataset, d.split, d.data_dir or None, cfg.run.seed, d.test_negatives,
+            synthetic if d.dataset == "synthetic" else None,
+        )
+    return _SPLITS[key]
+
+
+def make_model(cfg: Config, split: SplitData) -> Recommender:
+    """The configured model for ``split``."""
+    return build_model(
+        cfg.model.model, n_users=split.n_users, n_items=split.n_items, dim=cfg.model.dim,
+        init_std=cfg.model.init_std,
+    )
+
+
+def node_users(cfg: Config, split: SplitData, partition_id: int, n_partitions: int) -> np.ndarray:
+    """Users hosted by node ``partition_id``; checks the node count matches the config."""
+    expected = num_partitions(split.n_users, cfg.fed.users_per_node, cfg.fed.num_nodes)
+    if n_partitions != expected:
+        raise ValueError(
+            f"the federation has {n_partitions} nodes but the config implies {expected} "
+            f"({split.n_users} users, users-per-node={cfg.fed.users_per_node}, "
+            f"num-nodes={cfg.fed.num_nodes}); start {expected} SuperNodes or change the config"
+        )
+    return partition_users(split.n_users, n_partitions)[partition_id]
+
+
+@dataclass
+class TrainReply:
+    arrays: dict[str, np.ndarray]  # float64 weighted average of the users' new shared params
+    weight: float  # num-examples for FedAvg
+    metrics: dict[str, float]  # sums
+
+
+def train_round(
+    cfg: Config,
+    round_: int,
+    shared: dict[str, np.ndarray],
+    users: np.ndarray,
+    state: dict[str, Tensor],
+) -> tuple[TrainReply, dict[str, Tensor]]:
+    """Local training of the node's users sampled in ``round_``.
+
+    Returns the reply (the cohort's weighted average, so that FedAvg over nodes equals FedAvg
+    over users weighted by examples) and the updated private state of all node users.
+    """
+    split = load_split(cfg)
+    model = make_model(cfg, split)
+    check_shared(shared, model, "train message")
+    sampled = participants(users, cfg.fed.fraction_train, cfg.run.seed, round_)
+    base = {n: np.asarray(a, dtype=np.float64) for n, a in shared.items()}
+    if len(sampled) == 0:
+        return TrainReply(base, 0.0, {"loss-sum": 0.0, "users": 0.0}), state
+    idx = torch.from_numpy(np.searchsorted(users, sampled))
+    upd = train_cohort(
+        model, to_torch(shared), {n: t[idx] for n, t in state.items()}, sampled, split,
+        cfg.train, cfg.run.seed, round_, proximal_mu=cfg.fed.proximal_mu,
+    )
+    new_state = {n: t.clone() for n, t in state.items()}
+    for n, t in upd.user_state.items():
+        new_state[n][idx] = t
+    avg = {n: base[n] + upd.sum_update[n].numpy() / upd.weight_sum for n in base}
+    metrics = {"loss-sum": upd.loss_sum, "users": float(upd.n_users)}
+    return TrainReply(avg, upd.weight_sum, metrics), new_state
+
+
+def evaluate_round(
+    cfg: Config, shared: dict[str, np.ndarray], users: np.ndarray, state: dict[str, Tensor]
+) -> dict[str, float]:
+    """HR@10 / NDCG@10 sums and count over the node's users, with their private rows."""
+    split = load_split(cfg)
+    model = make_model(cfg, split)
+    check_shared(shared, model, "evaluate message")
+    return evaluate_users(model, to_torch(shared), state, users, split)
+
+
+# ----------------------------------------------------------------- private state on disk
+def initial_state(cfg: Config, users: np.ndarray) -> dict[str, Tensor]:
+    """Fresh private rows for the node's users (deterministic per user)."""
+    split = load_split(cfg)
+    return make_model(cfg, split).init_users(users, cfg.run.seed)
+
+
+def state_dir(cfg: Config, partition_id: int, override: str | None = None) -> Path | None:
+    """Where a node keeps its users' private state between rounds (None: memory only)."""
+    root = override or (str(Path(cfg.run.out) / "nodes") if cfg.run.out else None)
+    return Path(root) / f"node-{partition_id}" if root else None
+
+
+def save_state(directory: Path | None, round_: int, state: dict[str, Tensor]) -> None:
+    if directory is None:
+        return
+    checkpoint.save_arrays(directory / f"round-{round_}.npz", to_numpy(state, np.float32))
+    checkpoint.prune(directory, keep=2)
+
+
+def load_state(directory: Path | None, round_: int) -> dict[str, Tensor] | None:
+    if directory is None:
+        return None
+    path = directory / f"round-{round_}.npz"
+    if not path.exists():
+        return None
+    return to_torch(checkpoint.load_arrays(path))

@@ -1,0 +1,316 @@
+"""Vectorised local training of a cohort of users.
+
+All users of a cohort run their local epochs together in batched tensor operations, each with
+the semantics of training alone from the same global shared parameters: its own copy of every
+shared row it touches (``item`` params), its own copy of ``dense`` params, its own negatives,
+batch order and user embedding, and its own optimiser state. Only rows a user touches are
+materialised per user, and users are processed in chunks bounded by
+``max-examples-per-chunk``, so memory stays bounded for any cohort size.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fedrec.config import TrainConfig
+from fedrec.data.schema import SplitData
+from fedrec.models.base import Recommender
+from fedrec.train.examples import CohortExamples, build_examples
+from fedrec.train.losses import example_loss
+from fedrec.train.optim import CohortOptimizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CohortUpdate:
+    """What a cohort sends back (before Flower packaging).
+
+    Attributes
+    ----------
+    sum_update : dict of str to Tensor
+        ``sum_u w_u * f_u * delta_u`` per shared parameter, float64, full shape.
+    weight_sum : float
+        ``sum_u w_u`` (examples weighting: training positives; ``equal``: 1 per user).
+    n_users : int
+    user_state : dict of str to Tensor
+        Private rows after training, aligned with the input ``users``.
+    loss_sum : float
+        Sum over users of the mean loss of their last epoch.
+    sq_norms : numpy.ndarray
+        Squared L2 norm of each user's (unclipped) update, aligned with ``users``.
+    per_user : dict
+        Only with ``keep_per_user``: ``{user: {name: delta Tensor (full shape)}}``.
+    """
+
+    sum_update: dict[str, Tensor]
+    weight_sum: float
+    n_users: int
+    user_state: dict[str, Tensor]
+    loss_sum: float
+    sq_norms: np.ndarray
+    per_user: dict[int, dict[str, Tensor]] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("setting 'device' = 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def train_cohort(
+    model: Recommender,
+    shared: dict[str, Tensor],
+    user_state: dict[str, Tensor],
+    users: np.ndarray,
+    split: SplitData,
+    tc: TrainConfig,
+    seed: int,
+    round_: int,
+    clip_norm: float | None = None,
+    weighting: str = "examples",
+    proximal_mu: float = 0.0,
+    keep_per_user: bool = False,
+) -> CohortUpdate:
+    """Train ``users`` locally from ``shared`` and return the cohort's aggregate update.
+
+    Parameters
+    ----------
+    model : Recommender
+    shared : dict of str to Tensor
+        Global shared parameters (any float dtype).
+    user_state : dict of str to Tensor
+        Private rows aligned with ``users``.
+    users : numpy.ndarray
+        Global ids of the users taking part.
+    split : SplitData
+    tc : TrainConfig
+    seed, round_ : int
+        Keys of every random draw.
+    clip_norm : float, optional
+        Clip each user's update of the shared parameters to this L2 norm.
+    weighting : {"examples", "equal"}
+    proximal_mu : float
+        FedProx coefficient: adds ``mu/2 * ||w - w_global||^2`` over the user's shared rows.
+    keep_per_user : bool
+        Also return each user's update (tests, audits).
+    """
+    device = resolve_device(tc.device)
+    users = np.asarray(users, dtype=np.int64)
+    shared_dev = {n: t.to(device=device, dtype=torch.float32) for n, t in shared.items()}
+    per_pos = 1 + tc.num_negatives if tc.loss == "bce" else tc.num_negatives
+    counts = np.diff(split.train_indptr)[users] * per_pos * tc.local_epochs
+    sum_update = {
+        n: torch.zeros(t.shape, dtype=torch.float64, device=device) for n, t in shared_dev.items()
+    }
+    new_state = {n: t.clone() for n, t in user_state.items()}
+    sq_norms = np.zeros(len(users))
+    weight_sum, loss_sum = 0.0, 0.0
+    per_user: dict[int, dict[str, Tensor]] = {}
+    for lo, hi in _chunks(counts, tc.max_examples_per_chunk):
+        chunk_users = users[lo:hi]
+        ex = build_examples(
+            split, chunk_users, tc.local_epochs, tc.num_negatives, tc.loss, seed, round_
+        )
+        state = {n: t[lo:hi][torch.from_numpy(ex.order)] for n, t in user_state.items()}
+        res = _train_chunk(
+            model, shared_dev, state, ex, tc, device, clip_norm, weighting, proximal_mu,
+            keep_per_user,
+        )
+        for n in sum_update:
+            sum_update[n] += res["sum"][n]
+        weight_sum += res["weight_sum"]
+        loss_sum += res["loss_sum"]
+        back = lo + ex.order  # positions in the input order
+        for n, t in res["state"].items():
+            new_state[n][torch.from_numpy(back)] = t.to(new_state[n].dtype).cpu()
+        sq_norms[back] = res["sq_norms"]
+        per_user.update(res["per_user"])
+    return CohortUpdate(
+        {n: t.cpu() for n, t in sum_update.items()},
+        weight_sum,
+        len(users),
+        new_state,
+        loss_sum,
+        sq_norms,
+        per_user,
+    )
+
+
+def _chunks(counts: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    out, lo, acc = [], 0, 0
+    for i, c in enumerate(counts):
+        if acc and acc + c > budget:
+            out.append((lo, i))
+            lo, acc = i, 0
+        acc += int(c)
+    if len(counts):
+        out.append((lo, len(counts)))
+    return out
+
+
+def _train_chunk(
+    model: Recommender,
+    shared: dict[str, Tensor],
+    state: dict[str, Tensor],
+    ex: CohortExamples,
+    tc: TrainConfig,
+    device: torch.device,
+    clip_norm: float | None,
+    weighting: str,
+    proximal_mu: float,
+    keep_per_user: bool,
+) -> dict:
+    n_users = len(ex.users)
+    n_items = model.n_items
+    item_names = [s.name for s in model.specs_of("item")]
+    dense_names = [s.name for s in model.specs_of("dense")]
+    user_names = [s.name for s in model.specs_of("user")]
+
+    # Local rows: every (user, item) pair the user touches in any epoch, sorted by user.
+    ex_local = np.repeat(np.arange(n_users, dtype=np.int64), ex.n_ex)
+    keys = np.concatenate(
+        [(ex_local[:, None] * n_items + it).reshape(-1) for it in ex.items]
+    )
+    uniq, inverse = torch.unique(torch.from_numpy(keys), sorted=True, return_inverse=True)
+    row_user = (uniq // n_items).to(device)
+    row_item = (uniq % n_items).to(device)
+    row_end = torch.searchsorted(row_user, torch.arange(n_users, device=device), right=True)
+    n_e, k = len(ex_local), ex.items[0].shape[1]
+    rows_per_epoch = [
+        inverse[e * n_e * k : (e + 1) * n_e * k].view(n_e, k).to(device)
+        for e in range(len(ex.items))
+    ]
+
+    P = {n: state[n].to(device=device, dtype=torch.float32).clone() for n in user_names}
+    T0 = {n: shared[n][row_item] for n in item_names}
+    T = {n: t.clone() for n, t in T0.items()}
+    D0 = {n: shared[n] for n in dense_names}
+    D = {n: t.unsqueeze(0).expand(n_users, *t.shape).clone() for n, t in D0.items()}
+    params: list[tuple[Tensor, Tensor | None]] = (
+        [(P[n], None) for n in user_names]
+        + [(T[n], row_user) for n in item_names]
+        + [(D[n], None) for n in dense_names]
+    )
+    opt = CohortOptimizer(params, n_users, tc.optimizer, tc.lr)
+
+    n_ex_t = torch.from_numpy(ex.n_ex).to(device)
+    start_t = torch.from_numpy(ex.start).to(device)
+    B = tc.batch_size
+    ar = torch.arange(B, device=device)
+    n_steps = int(-(-int(ex.n_ex.max()) // B)) if n_users else 0
+    # number of users still training at step t (n_ex is non-increasing)
+    neg_n_ex = -ex.n_ex
+    ep_loss = torch.zeros(n_users, dtype=torch.float64, device=device)
+    for e in range(len(ex.items)):
+        ep_loss.zero_()
+        labels = torch.from_numpy(ex.labels[e]).to(device) if tc.loss == "bce" else None
+        rows_e = rows_per_epoch[e]
+        for t in range(n_steps):
+            a = int(np.searchsorted(neg_n_ex, -t * B, side="left"))
+            pos = start_t[:a, None] + t * B + ar
+            end = (start_t[:a] + n_ex_t[:a])[:, None]
+            mask = pos < end
+            pos = torch.where(mask, pos, start_t[:a, None])
+            r = rows_e[pos]  # (a, B, k)
+            n_rows = int(row_end[a - 1])
+            u_leaf = {n: P[n][:a].clone().requires_grad_() for n in user_names}
+            i_leaf = {n: T[n][r].requires_grad_() for n in item_names}
+            d_leaf = {n: D[n][:a].clone().requires_grad_() for n in dense_names}
+            scores = [
+                model.score(
+                    {n: u.unsqueeze(1) for n, u in u_leaf.items()},
+                    {n: it[:, :, c] for n, it in i_leaf.items()},
+                    d_leaf,
+                )
+                for c in range(k)
+            ]
+            lab = labels[pos] if labels is not None else None
+            per_ex = example_loss(tc.loss, scores, lab)
+            if tc.weight_decay:
+                per_ex = per_ex + tc.weight_decay * sum(
+                    (it.pow(2).reshape(a, B, -1).sum(-1)) for it in i_leaf.values()
+                )
+            maskf = mask.to(per_ex.dtype)
+            cnt = maskf.sum(1)
+            per_user_loss = (per_ex * maskf).sum(1) / cnt
+            total = per_user_loss.sum()
+            if tc.weight_decay:
+                total = total + tc.weight_decay * sum(
+                    u.pow(2).reshape(a, -1).sum() for u in u_leaf.values()
+                )
+            total.backward()
+            ep_loss[:a] += (per_ex.detach() * maskf).sum(1).double()
+            grads: list[Tensor | tuple[Tensor, Tensor]] = [u_leaf[n].grad for n in user_names]
+            flat_r = r.reshape(-1)
+            for n in item_names:
+                g = i_leaf[n].grad.reshape(flat_r.shape[0], *T[n].shape[1:])
+                if tc.optimizer == "sgd" and not proximal_mu:
+                    grads.append((flat_r, g))
+                else:
+                    dense_g = torch.zeros((n_rows, *T[n].shape[1:]), device=device)
+                    dense_g.index_add_(0, flat_r, g)
+                    if proximal_mu:  # gradient of mu/2 ||w - w_global||^2 on every own row
+                        dense_g.add_(T[n][:n_rows] - T0[n][:n_rows], alpha=proximal_mu)
+                    grads.append(dense_g)
+            for n in dense_names:
+                g = d_leaf[n].grad
+                if proximal_mu:
+                    g = g + proximal_mu * (D[n][:a] - D0[n].unsqueeze(0))
+                grads.append(g)
+            opt.step(a, grads)
+
+    # Per-user updates of the shared parameters.
+    with torch.no_grad():
+        dT = {n: T[n] - T0[n] for n in item_names}
+        dD = {n: D[n] - D0[n].unsqueeze(0) for n in dense_names}
+        sq = torch.zeros(n_users, dtype=torch.float64, device=device)
+        for d in dT.values():
+            sq.index_add_(0, row_user, d.double().pow(2).reshape(d.shape[0], -1).sum(1))
+        for d in dD.values():
+            sq += d.double().pow(2).reshape(n_users, -1).sum(1)
+        if weighting == "examples":
+            w = torch.from_numpy(ex.n_pos.astype(np.float64)).to(device)
+        elif weighting == "equal":
+            w = torch.ones(n_users, dtype=torch.float64, device=device)
+        else:
+            raise ValueError(f"unknown weighting '{weighting}' (known: examples, equal)")
+        f = torch.ones_like(sq)
+        if clip_norm is not None:
+            f = torch.clamp(clip_norm / sq.sqrt().clamp_min(1e-30), max=1.0)
+        wf = w * f
+        out_sum: dict[str, Tensor] = {}
+        for n, d in dT.items():
+            scale = wf[row_user].view(-1, *([1] * (d.dim() - 1)))
+            acc = torch.zeros((n_items, *d.shape[1:]), dtype=torch.float64, device=device)
+            out_sum[n] = acc.index_add_(0, row_item, d.double() * scale)
+        for n, d in dD.items():
+            out_sum[n] = (d.double() * wf.view(-1, *([1] * (d.dim() - 1)))).sum(0)
+        per_user: dict[int, dict[str, Tensor]] = {}
+        if keep_per_user:
+            for j, u in enumerate(ex.users):
+                upd = {}
+                lo, hi = (int(row_end[j - 1]) if j else 0), int(row_end[j])
+                for n, d in dT.items():
+                    full = torch.zeros((n_items, *d.shape[1:]), dtype=torch.float64)
+                    full[row_item[lo:hi].cpu()] = d[lo:hi].double().cpu()
+                    upd[n] = full
+                for n, d in dD.items():
+                    upd[n] = d[j].double().cpu()
+                per_user[int(u)] = upd
+    return {
+        "sum": out_sum,
+        "weight_sum": float(w.sum()),
+        "loss_sum": float((ep_loss / n_ex_t.double()).sum()),
+        "state": {n: t.detach() for n, t in P.items()},
+        "sq_norms": sq.cpu().numpy(),
+        "per_user": per_user,
+    }

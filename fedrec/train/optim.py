@@ -1,0 +1,78 @@
+"""Per-user optimisers for cohort training.
+
+A cohort's parameters are stacked rows; each row belongs to one user. A user that has
+finished its batches must not move, and Adam's bias correction counts each user's own steps.
+Users are ordered so that those still training form a prefix, so every update touches a
+prefix of rows. With these rules, each user's rows follow exactly what ``torch.optim.SGD`` /
+``torch.optim.Adam`` would do on that user's own full copy of the parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class CohortOptimizer:
+    """SGD or Adam over row-stacked per-user parameters.
+
+    Parameters
+    ----------
+    params : list of (Tensor, Tensor | None)
+        Each tensor's rows with the local user index of each row (``None``: row ``i`` is
+        user ``i``). Rows must be sorted by user.
+    n_users : int
+        Cohort size.
+    kind : {"sgd", "adam"}
+    lr : float
+    """
+
+    def __init__(
+        self,
+        params: list[tuple[Tensor, Tensor | None]],
+        n_users: int,
+        kind: str,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.params = params
+        self.kind = kind
+        self.lr = lr
+        self.b1, self.b2 = betas
+        self.eps = eps
+        dev = params[0][0].device
+        self.steps = torch.zeros(n_users, dtype=torch.float64, device=dev)
+        if kind == "adam":
+            self.m = [torch.zeros_like(p) for p, _ in params]
+            self.v = [torch.zeros_like(p) for p, _ in params]
+
+    @torch.no_grad()
+    def step(self, n_active: int, grads: list[Tensor | tuple[Tensor, Tensor]]) -> None:
+        """Apply one step for users ``[0, n_active)``.
+
+        ``grads[j]`` is either a dense gradient for the active prefix of ``params[j]`` or, for
+        SGD only, a sparse pair ``(row_index, row_grad)``.
+        """
+        self.steps[:n_active] += 1
+        if self.kind == "sgd":
+            for (p, _), g in zip(self.params, grads, strict=True):
+                if isinstance(g, tuple):
+                    p.index_add_(0, g[0], g[1], alpha=-self.lr)
+                else:
+                    p[: g.shape[0]].add_(g, alpha=-self.lr)
+            return
+        s = self.steps[:n_active]
+        bc1 = (1 - self.b1**s).to(self.params[0][0].dtype)
+        bc2_sqrt = (1 - self.b2**s).sqrt().to(self.params[0][0].dtype)
+        for j, ((p, row_user), g) in enumerate(zip(self.params, grads, strict=True)):
+            n = g.shape[0]
+            ru = row_user[:n] if row_user is not None else None
+            b1r = bc1[ru] if ru is not None else bc1[:n]
+            b2r = bc2_sqrt[ru] if ru is not None else bc2_sqrt[:n]
+            shape = (n,) + (1,) * (g.dim() - 1)
+            m, v = self.m[j][:n], self.v[j][:n]
+            m.mul_(self.b1).add_(g, alpha=1 - self.b1)
+            v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+            denom = (v.sqrt() / b2r.view(shape)).add_(self.eps)
+            p[:n].addcdiv_(m * (self.lr / b1r).view(shape), denom, value=-1.0)

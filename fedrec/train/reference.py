@@ -1,0 +1,85 @@
+"""Reference local training: one user at a time with plain ``torch.optim``.
+
+Each user gets a full copy of every shared parameter and trains with ``torch.optim.SGD`` /
+``torch.optim.Adam`` over its own batches. This is the textbook per-user loop; the vectorised
+cohort trainer must reproduce it (tests) and is measured against it (benchmarks).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fedrec.config import TrainConfig
+from fedrec.data.schema import SplitData
+from fedrec.models.base import Recommender
+from fedrec.train.examples import build_examples
+from fedrec.train.losses import example_loss
+
+
+def train_user(
+    model: Recommender,
+    shared: dict[str, Tensor],
+    user_state: dict[str, Tensor],
+    user: int,
+    split: SplitData,
+    tc: TrainConfig,
+    seed: int,
+    round_: int,
+    proximal_mu: float = 0.0,
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Train one user alone.
+
+    Returns
+    -------
+    (delta, new_state)
+        ``delta``: float64 update of every shared parameter (full shape);
+        ``new_state``: the user's private rows, shape ``(1, *row_shape)``.
+    """
+    item_names = [s.name for s in model.specs_of("item")]
+    dense_names = [s.name for s in model.specs_of("dense")]
+    user_names = [s.name for s in model.specs_of("user")]
+    own = {n: user_state[n].float().clone().requires_grad_() for n in user_names}
+    glob = {n: shared[n].float() for n in item_names + dense_names}
+    copy = {n: t.clone().requires_grad_() for n, t in glob.items()}
+    params = list(own.values()) + list(copy.values())
+    if tc.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=tc.lr)
+    else:
+        opt = torch.optim.SGD(params, lr=tc.lr)
+    ex = build_examples(
+        split, np.array([user]), tc.local_epochs, tc.num_negatives, tc.loss, seed, round_
+    )
+    for e in range(tc.local_epochs):
+        items_all = torch.from_numpy(ex.items[e])
+        labels_all = torch.from_numpy(ex.labels[e]) if tc.loss == "bce" else None
+        for lo in range(0, len(items_all), tc.batch_size):
+            items = items_all[lo : lo + tc.batch_size]  # (b, k)
+            b = len(items)
+            gathered = {n: copy[n][items] for n in item_names}  # (b, k, ...)
+            scores = [
+                model.score(
+                    {n: own[n].unsqueeze(1) for n in user_names},
+                    {n: g[:, c].unsqueeze(0) for n, g in gathered.items()},
+                    {n: copy[n].unsqueeze(0) for n in dense_names},
+                )[0]
+                for c in range(items.shape[1])
+            ]
+            lab = labels_all[lo : lo + b] if labels_all is not None else None
+            per_ex = example_loss(tc.loss, scores, lab)
+            loss = per_ex.mean()
+            if tc.weight_decay:
+                loss = loss + tc.weight_decay * sum(
+                    g.pow(2).reshape(b, -1).sum(-1).mean() for g in gathered.values()
+                )
+                loss = loss + tc.weight_decay * sum(o.pow(2).sum() for o in own.values())
+            if proximal_mu:
+                loss = loss + proximal_mu / 2 * sum(
+                    (copy[n] - glob[n]).pow(2).sum() for n in copy
+                )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    delta = {n: (copy[n].detach() - glob[n]).double() for n in copy}
+    return delta, {n: t.detach() for n, t in own.items()}

@@ -1,0 +1,1 @@
+"""Launch scripts: one simulation, the local cluster, privacy sweeps."""

@@ -1,0 +1,38 @@
+"""An in-process stand-in for Flower's Grid (unit tests only): each node is a Context and
+messages are handed to the ClientApp directly, in node order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flwr.app import Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+
+
+class InProcessGrid:
+    def __init__(self, client_app: ClientApp, n_nodes: int, node_config: dict | None = None):
+        self.app = client_app
+        self.contexts = {
+            1000 + i: Context(
+                run_id=1,
+                node_id=1000 + i,
+                node_config={"partition-id": i, "num-partitions": n_nodes, **(node_config or {})},
+                state=RecordDict(),
+                run_config={},
+            )
+            for i in range(n_nodes)
+        }
+        self.sent: list[Message] = []
+        self.replies: list[Message] = []
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.contexts)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None):
+        out = []
+        for msg in messages:
+            self.sent.append(msg)
+            reply = self.app(msg, self.contexts[msg.metadata.dst_node_id])
+            out.append(reply)
+        self.replies.extend(out)
+        return out

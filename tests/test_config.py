@@ -1,0 +1,39 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from fedrec.config import Config, ConfigError, load_toml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pyproject_defaults_match_config_dataclasses():
+    py = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert py["tool"]["flwr"]["app"]["config"] == Config().to_flat()
+
+
+def test_from_flat_coerces_strings_from_set_overrides():
+    cfg = Config.from_flat({"num-rounds": "7", "lr": "0.01", "resume": "false", "model": "mf"})
+    assert cfg.fed.num_rounds == 7
+    assert cfg.train.lr == 0.01
+    assert cfg.run.resume is False
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match="unknown setting 'num-round'"):
+        Config.from_flat({"num-round": 3})
+
+
+def test_bad_type_and_range_name_the_setting():
+    with pytest.raises(ConfigError, match="'local-epochs' expects int"):
+        Config.from_flat({"local-epochs": "two"})
+    with pytest.raises(ConfigError, match="'fraction-train' = 0.0"):
+        Config.from_flat({"fraction-train": 0.0})
+
+
+def test_every_shipped_config_file_is_valid():
+    files = sorted((ROOT / "simulations" / "configs").glob("*.toml"))
+    assert files
+    for f in files:
+        Config.from_flat(load_toml(f), source=str(f))
