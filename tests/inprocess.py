@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 
@@ -32,7 +32,11 @@ class InProcessGrid:
         out = []
         for msg in messages:
             self.sent.append(msg)
-            reply = self.app(msg, self.contexts[msg.metadata.dst_node_id])
+            try:
+                reply = self.app(msg, self.contexts[msg.metadata.dst_node_id])
+            except Exception as exc:  # Flower turns a ClientApp exception into an error reply
+                reply = Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"),
+                                reply_to=msg)
             out.append(reply)
         self.replies.extend(out)
         return out

@@ -38,7 +38,10 @@ ML100K_FORMAT = TableFormat("\t", _UIRT, "user id<TAB>item id<TAB>rating<TAB>tim
 ML1M_FORMAT = TableFormat("::", _UIRT, "UserID::MovieID::Rating::Timestamp")
 ML1M_UIR_FORMAT = TableFormat("::", _UIRT[:3], "UserID::MovieID::Rating")
 MLLATEST_FORMAT = TableFormat(
-    ",", _UIRT, "userId,movieId,rating,timestamp", header=("userId", "movieId", "rating", "timestamp")
+    ",",
+    _UIRT,
+    "userId,movieId,rating,timestamp",
+    header=("userId", "movieId", "rating", "timestamp"),
 )
 
 #: ML-1M ratings files, in order of preference, with their layouts.

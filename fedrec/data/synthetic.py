@@ -36,8 +36,8 @@ def generate(
     mean_interactions: float = 40,
     *,
     n_genres: int = 12,
-    temperature: float = 0.2,
-    popularity_exponent: float = 1.0,
+    temperature: float = 0.15,
+    popularity_exponent: float = 1.5,
     activity_shape: float = 2.0,
     text_dim: int = 32,
     tie_prob: float = 0.1,
@@ -161,9 +161,15 @@ def _choose_items(
     counts: np.ndarray,
     temperature: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Gumbel top-k sampling without replacement, in user chunks of similar activity.
+    """Sample ``counts[u]`` distinct items per user from ``softmax(u·v / T + log_pop)``.
 
-    Returns the items (grouped by user, in random order within a user) and their affinity.
+    Gumbel top-k (sampling without replacement). The exact top-k of each row is found among
+    the keys above a per-row threshold estimated on a random subset of columns; a row with
+    fewer than k keys above its threshold uses all columns, so the result is exact. Users are
+    processed in chunks of similar activity so that one chunk's score matrix stays small.
+
+    Returns the items grouped by user, shuffled within a user (random time order), and their
+    affinity ``u·v``.
     """
     n_users, n_items = len(users), len(items)
     indptr = np.concatenate([[0], np.cumsum(counts)])
@@ -171,28 +177,64 @@ def _choose_items(
     affinity = np.empty(indptr[-1], dtype=np.float32)
     by_activity = np.argsort(-counts, kind="stable")
     chunk = max(1, _CHUNK_CELLS // n_items)
-    items_t = np.ascontiguousarray(items.T)
+    items_t = np.ascontiguousarray(items.T) / np.float32(temperature)
+    n_probe = min(n_items, 128)
     for start in range(0, n_users, chunk):
         rows = by_activity[start : start + chunk]
         k = counts[rows]
+        keys = users[rows] @ items_t + log_pop
+        noise = rng.random(keys.shape, dtype=np.float32)
+        np.clip(noise, np.float32(1e-30), None, out=noise)
+        np.log(noise, out=noise)
+        np.negative(noise, out=noise)
+        np.log(noise, out=noise)
+        keys -= noise  # + Gumbel(0, 1)
+        picked = _top_k_rows(rng, keys, k, n_probe)
         k_max = int(k[0])
-        aff = users[rows] @ items_t
-        keys = aff / np.float32(temperature) + log_pop
-        keys -= np.log(-np.log(rng.random(keys.shape, dtype=np.float32).clip(1e-12, None)))
-        if k_max < n_items:
-            top = np.argpartition(-keys, k_max - 1, axis=1)[:, :k_max]
-        else:
-            top = np.broadcast_to(np.arange(n_items), keys.shape)
-        top_keys = np.take_along_axis(keys, top, axis=1)
-        top = np.take_along_axis(top, np.argsort(-top_keys, axis=1), axis=1)
-        keep = np.arange(k_max) < k[:, None]  # the k best per user ...
-        shuffle = np.where(keep, rng.random(keep.shape), 2.0)  # ... put in random time order
-        top = np.take_along_axis(top, np.argsort(shuffle, axis=1), axis=1)
+        keep = np.arange(k_max) < k[:, None]
+        shuffle = np.where(keep, rng.random(keep.shape), 2.0)
+        picked = np.take_along_axis(picked, np.argsort(shuffle, axis=1), axis=1)[:, :k_max]
         dest = (indptr[rows][:, None] + np.arange(k_max))[keep]
-        picked = top[keep]
-        chosen[dest] = picked
-        affinity[dest] = aff[np.repeat(np.arange(len(rows)), k), picked]
+        chosen[dest] = picked[keep]
+        affinity[dest] = np.einsum(
+            "ij,ij->i", np.repeat(users[rows], k, axis=0), items[picked[keep]]
+        )
     return chosen, affinity
+
+
+def _top_k_rows(
+    rng: np.random.Generator, keys: np.ndarray, k: np.ndarray, n_probe: int
+) -> np.ndarray:
+    """Column indices of the ``k[r]`` largest keys of each row (any order; -1 padded)."""
+    n_rows, n_items = keys.shape
+    k_max = int(k.max())
+    # threshold: a high order statistic of a random column subset, aiming at ~2k+10 survivors
+    probe = keys[:, rng.choice(n_items, size=n_probe, replace=False)]
+    rank = min(n_probe, int(np.ceil(n_probe * (2 * k_max + 10) / n_items)) + 1)
+    if rank >= n_probe:
+        threshold = np.full(n_rows, -np.inf, dtype=keys.dtype)
+    else:
+        threshold = -np.partition(-probe, rank - 1, axis=1)[:, rank - 1]
+    above = keys >= threshold[:, None]
+    short = above.sum(axis=1) < k
+    above[short] = True  # exact fallback: consider every column of those rows
+    counts = above.sum(axis=1)
+    width = int(counts.max())
+    row_idx, col_idx = np.nonzero(above)
+    slot = np.arange(len(row_idx)) - np.repeat(np.cumsum(counts) - counts, counts)
+    cand = np.full((n_rows, width), -np.inf, dtype=keys.dtype)
+    cand_col = np.full((n_rows, width), -1, dtype=np.int64)
+    cand[row_idx, slot] = keys[row_idx, col_idx]
+    cand_col[row_idx, slot] = col_idx
+    if k_max < width:
+        top = np.argpartition(-cand, k_max - 1, axis=1)[:, :k_max]
+    else:
+        top = np.broadcast_to(np.arange(width), (n_rows, width))
+    top_keys = np.take_along_axis(cand, top, axis=1)
+    top = np.take_along_axis(top, np.argsort(-top_keys, axis=1, kind="stable"), axis=1)
+    out = np.take_along_axis(cand_col, top, axis=1)
+    out[np.arange(out.shape[1]) >= k[:, None]] = -1
+    return out
 
 
 def _timestamps(rng: np.random.Generator, counts: np.ndarray, tie_prob: float) -> np.ndarray:
@@ -259,12 +301,18 @@ def _knowledge_graph(
     item_idx, genre_idx = np.nonzero(genres)
     triples = [np.column_stack([item_idx, np.zeros_like(item_idx), genre0 + genre_idx])]
     directors = pick(director_cluster, n_directors, n_items, 0.9)
-    triples.append(np.column_stack([np.arange(n_items), np.ones(n_items, int), director0 + directors]))
+    triples.append(
+        np.column_stack([np.arange(n_items), np.ones(n_items, int), director0 + directors])
+    )
     n_cast = 3
     actors = np.stack([pick(actor_cluster, n_actors, n_items, 0.7) for _ in range(n_cast)], 1)
     triples.append(
         np.column_stack(
-            [np.repeat(np.arange(n_items), n_cast), np.full(n_items * n_cast, 2), actor0 + actors.ravel()]
+            [
+                np.repeat(np.arange(n_items), n_cast),
+                np.full(n_items * n_cast, 2),
+                actor0 + actors.ravel(),
+            ]
         )
     )
     triples.append(

@@ -28,58 +28,30 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fedrec import rng
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "NOISE_STREAM",
     "gaussian_noise_like",
     "noisy_mean",
     "per_user_clip_factors",
     "poisson_sample",
-    "splitmix64",
 ]
 
-_MASK64 = (1 << 64) - 1
-# domain-separation salts so sampling and noise use unrelated streams
-_SAMPLE_SALT = 0x5A3C_91E7_0D1B_44F2
-_NOISE_SALT = 0xC6A4_A793_5BD1_E995
+#: Stream key of the DP noise seeds in :mod:`fedrec.rng` (distinct from the streams defined
+#: there; it belongs in ``fedrec/rng.py`` next to them).
+NOISE_STREAM = 101
 
 
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser applied element-wise (wrapping uint64 arithmetic).
-
-    Parameters
-    ----------
-    x : numpy.ndarray
-        Values, converted to ``uint64``.
-
-    Returns
-    -------
-    numpy.ndarray
-        Hashed ``uint64`` values, same shape.
-    """
-    z = np.asarray(x, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        z = z + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return z
-
-
-def _hash_chain(*parts: int | np.ndarray) -> np.ndarray:
-    """Counter-based hash of a sequence of 64-bit words (the last may be an array)."""
-    h = np.asarray(0, dtype=np.uint64)
-    for part in parts:
-        if isinstance(part, np.ndarray):
-            word = part.astype(np.uint64, copy=False)
-        else:
-            word = np.asarray(int(part) & _MASK64, dtype=np.uint64)
-        h = splitmix64(h ^ word)
-    return h
-
-
-def _name_word(name: str) -> int:
-    return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "little")
+def _noise_seed(seed: int, round: int, name: str) -> int:
+    """63-bit torch seed from the counter-based hash of ``(seed, stream, round, name)``."""
+    name_word = int.from_bytes(
+        hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "little"
+    )
+    word = rng.hash64(seed, NOISE_STREAM, round, name_word >> 1)
+    return int(word) & ((1 << 63) - 1)
 
 
 def per_user_clip_factors(sq_norms: Tensor, clip: float) -> Tensor:
@@ -152,9 +124,8 @@ def gaussian_noise_like(
         if std == 0.0:
             noise = torch.zeros(shape, dtype=torch.float64)
         else:
-            word = int(_hash_chain(_NOISE_SALT, seed, round, _name_word(name)))
             gen = torch.Generator(device="cpu")
-            gen.manual_seed(word & ((1 << 63) - 1))
+            gen.manual_seed(_noise_seed(seed, round, name))
             noise = torch.randn(shape, generator=gen, dtype=torch.float64).mul_(std)
         out[name] = noise if device is None else noise.to(device)
     return out
@@ -215,10 +186,10 @@ def poisson_sample(
 ) -> np.ndarray | Tensor:
     """Independent Poisson sampling of users with rate ``q``.
 
-    User ``u`` is sampled in a round iff ``U(seed, round, u) < q`` where ``U`` is a uniform in
-    ``[0, 1)`` built from 53 bits of a SplitMix64 hash chain of ``(salt, seed, round, u)``. The
-    decision depends on nothing else, so sampling any partition of the ids (in any order, on any
-    node) gives the same cohort.
+    User ``u`` is sampled in round ``r`` iff ``fedrec.rng.uniform(seed, PARTICIPATION, r, u) < q``:
+    53 bits of a SplitMix64 hash chain of the keys, the same participation stream as
+    :func:`fedrec.data.partition.participants`. The decision depends on nothing else, so
+    sampling any partition of the ids (in any order, on any node) gives the same cohort.
 
     Parameters
     ----------
@@ -244,9 +215,7 @@ def poisson_sample(
     ids = user_ids.detach().cpu().numpy() if is_tensor else np.asarray(user_ids)
     if ids.size and not np.issubdtype(ids.dtype, np.integer):
         raise TypeError(f"user_ids must be integers, got dtype {ids.dtype}")
-    words = ids.astype(np.int64, copy=False).astype(np.uint64)
-    h = _hash_chain(_SAMPLE_SALT, seed, round, words)
-    u = (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    u = rng.uniform(seed, rng.PARTICIPATION, round, ids.astype(np.int64, copy=False))
     mask = np.asarray(u < q, dtype=bool).reshape(ids.shape)
     if is_tensor:
         return torch.from_numpy(mask).to(user_ids.device)

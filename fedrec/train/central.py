@@ -1,0 +1,101 @@
+"""Central reference training: the same model code on all training data in one process.
+
+Examples are the same positives and sampled negatives as in federated training, shuffled
+globally, in mini-batches of ``batch-size`` over all users, optimised with ``torch.optim``
+on the full parameter tables (the textbook NCF set-up). Reported beside every federated
+result: the gap between the two is the price of federation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fedrec.config import TrainConfig
+from fedrec.data.schema import SplitData
+from fedrec.models.base import Recommender
+from fedrec.train.cohort import resolve_device
+from fedrec.train.examples import build_examples
+from fedrec.train.losses import example_loss
+
+log = logging.getLogger(__name__)
+
+
+def init_params(model: Recommender, seed: int) -> dict[str, Tensor]:
+    """All parameters (private tables for every user + shared), as federated training starts."""
+    return {**model.init_all_users(seed), **model.init_shared(seed)}
+
+
+def train_central(
+    model: Recommender,
+    split: SplitData,
+    tc: TrainConfig,
+    epochs: int,
+    seed: int,
+    params: dict[str, Tensor] | None = None,
+    on_epoch: Callable[[int, dict[str, Tensor]], None] | None = None,
+) -> dict[str, Tensor]:
+    """Train every parameter on all users' data for ``epochs`` epochs.
+
+    Parameters
+    ----------
+    tc : TrainConfig
+        ``batch-size``, ``lr``, ``optimizer``, ``loss``, ``num-negatives``,
+        ``weight-decay`` and ``device`` are used.
+    params : dict, optional
+        Starting parameters (e.g. for NeuMF pre-training); default ``init_params``.
+    on_epoch : callable, optional
+        Called as ``on_epoch(epoch, params)`` after each epoch (1-based).
+    """
+    device = resolve_device(tc.device)
+    params = params if params is not None else init_params(model, seed)
+    p = {n: t.detach().to(device=device, dtype=torch.float32).clone().requires_grad_()
+         for n, t in params.items()}
+    opt = (torch.optim.Adam if tc.optimizer == "adam" else torch.optim.SGD)(
+        list(p.values()), lr=tc.lr
+    )
+    users = np.arange(split.n_users)
+    user_names = [s.name for s in model.specs_of("user")]
+    item_names = [s.name for s in model.specs_of("item")]
+    dense_names = [s.name for s in model.specs_of("dense")]
+    gen = torch.Generator().manual_seed(seed)
+    for epoch in range(1, epochs + 1):
+        # round key -epoch keeps central negatives distinct from any federated round's
+        ex = build_examples(split, users, 1, tc.num_negatives, tc.loss, seed, -epoch)
+        ex_user = torch.from_numpy(np.repeat(ex.users, ex.n_ex))
+        items = torch.from_numpy(ex.items[0])
+        labels = torch.from_numpy(ex.labels[0]) if tc.loss == "bce" else None
+        perm = torch.randperm(len(items), generator=gen)
+        total, n = 0.0, 0
+        for lo in range(0, len(perm), tc.batch_size):
+            idx = perm[lo : lo + tc.batch_size]
+            u = ex_user[idx].to(device)
+            it = items[idx].to(device)
+            user = {k: p[k][u].unsqueeze(0) for k in user_names}  # (1, b, ...) per example
+            dense = {k: p[k].unsqueeze(0) for k in dense_names}
+            scores = []
+            for c in range(it.shape[1]):
+                item = {k: p[k][it[:, c]].unsqueeze(0) for k in item_names}
+                scores.append(model.score(user, item, dense)[0])
+            lab = labels[idx].to(device) if labels is not None else None
+            loss = example_loss(tc.loss, scores, lab).mean()
+            if tc.weight_decay:
+                loss = loss + tc.weight_decay * sum(
+                    p[k][it].pow(2).reshape(len(idx), -1).sum(-1).mean() for k in item_names
+                )
+                loss = loss + tc.weight_decay * sum(
+                    p[k][u].pow(2).reshape(len(idx), -1).sum(-1).mean() for k in user_names
+                )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(idx)
+            n += len(idx)
+        log.info("central epoch %d: loss %.4f", epoch, total / max(n, 1))
+        if on_epoch is not None:
+            on_epoch(epoch, {k: v.detach() for k, v in p.items()})
+    return {k: v.detach().cpu() for k, v in p.items()}
