@@ -102,7 +102,7 @@ def train_round(
     new_state = {n: t.clone() for n, t in state.items()}
     for n, t in upd.user_state.items():
         new_state[n][idx] = t
-    avg = {n: base[n] + upd.sum_update[n].numpy() / upd.weight_sum for n in base}
+    avg = {n: np.asarray(base[n] + upd.sum_update[n].numpy() / upd.weight_sum) for n in base}
     metrics = {"loss-sum": upd.loss_sum, "users": float(upd.n_users)}
     return TrainReply(avg, upd.weight_sum, metrics), new_state
 

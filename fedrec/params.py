@@ -20,7 +20,8 @@ WIRE_DTYPE = np.float64
 
 def to_numpy(tensors: Mapping[str, Tensor], dtype: type = WIRE_DTYPE) -> dict[str, np.ndarray]:
     """Tensors -> contiguous numpy arrays of ``dtype``."""
-    return {n: np.ascontiguousarray(t.detach().cpu().numpy().astype(dtype)) for n, t in
+    # np.array(order="C") keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d)
+    return {n: np.array(t.detach().cpu().numpy(), dtype=dtype, order="C") for n, t in
             tensors.items()}
 
 

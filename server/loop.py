@@ -33,7 +33,7 @@ CKPT_DIR = "checkpoints"
 
 
 def _record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+    return ArrayRecord({k: Array(np.array(v, order="C")) for k, v in arrays.items()})
 
 
 def _ok(replies: list[Message], what: str) -> list[Message]:

@@ -71,7 +71,7 @@ def run(cfg: Config, num_cpus: int | None = None) -> dict:
     cpus = num_cpus or os.cpu_count() or 1
     per_node = max(1, cpus // max(1, min(n_nodes, cpus)))
     os.environ["FEDREC_THREADS"] = str(per_node)
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    logging.getLogger("flwr").setLevel(logging.ERROR)
     Path(cfg.run.out).mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -104,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", help="shortcut for --set data-dir=DIR")
     parser.add_argument("--cpus", type=int, help="CPUs for the simulation (default: all)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
-                        stream=sys.stdout)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stdout)
+    logging.getLogger("fedrec").setLevel(logging.INFO)
     overrides = list(args.overrides)
     if args.data_dir:
         overrides.append(f"data-dir={args.data_dir}")

@@ -7,11 +7,15 @@ from collections.abc import Iterable
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.supercore.task_identity import TaskIdentity
 
 
 class InProcessGrid:
     def __init__(self, client_app: ClientApp, n_nodes: int, node_config: dict | None = None):
         self.app = client_app
+        # what run_simulation sets up before a ServerApp may create messages
+        TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID
         self.contexts = {
             1000 + i: Context(
                 run_id=1,

@@ -9,6 +9,9 @@ import os
 import numpy as np
 
 from fedrec.data.errors import DataError
+from fedrec.data.loaders import load_ml_1m
+from fedrec.data.ncf_files import find_ncf_files, read_test_negative, read_test_rating
+from fedrec.data.paths import resolve_data_dir
 from fedrec.data.schema import Interactions, SplitData
 
 logger = logging.getLogger(__name__)
@@ -57,11 +60,7 @@ def leave_one_out(inter: Interactions, num_negatives: int = 99, seed: int = 0) -
         raise ValueError(f"num_negatives must be >= 0, got {num_negatives}")
     users, items, ratings, times = _columns(inter)
     n, n_users = len(users), inter.n_users
-    order = np.lexsort((np.arange(n), times, users))  # by user, time, then file position
-    counts = np.bincount(users, minlength=n_users)
-    last = np.cumsum(counts) - 1
-    eligible = counts >= 2
-    test_rows = order[last[eligible]]
+    test_rows, eligible = latest_rows(users, times, n_users)
 
     test_items = np.full(n_users, -1, dtype=np.int64)
     test_items[eligible] = items[test_rows]
@@ -74,9 +73,14 @@ def leave_one_out(inter: Interactions, num_negatives: int = 99, seed: int = 0) -
     )
     _check_no_duplicates(inter, indptr, train_items, test_items)
     negatives = sample_negatives(
-        users, items, eligible, inter.n_items, num_negatives, np.random.default_rng(seed),
+        indptr,
+        train_items,
+        test_items,
+        inter.n_items,
+        num_negatives,
+        np.random.default_rng(seed),
         raw_user_ids=inter.raw_user_ids,
-    )  # fmt: skip
+    )
     logger.debug("leave-one-out on %s: %d test users", inter.name, int(eligible.sum()))
     return SplitData(
         name=inter.name,
@@ -133,10 +137,6 @@ def ncf_split(
     DataError
         Files inconsistent with each other or with the NCF protocol (file and line named).
     """
-    from fedrec.data.loaders import load_ml_1m
-    from fedrec.data.ncf_files import find_ncf_files, read_test_negative, read_test_rating
-    from fedrec.data.paths import resolve_data_dir
-
     if on_overlap not in ("resample", "raise"):
         raise ValueError(f"on_overlap must be 'resample' or 'raise', got {on_overlap!r}")
     root = resolve_data_dir(data_dir)
@@ -189,7 +189,7 @@ def ncf_split(
             rating_path,
         )
     negatives = _fix_overlaps(
-        negatives, users, items, inter.n_items, on_overlap, negative_path, seed
+        negatives, users, items, test.items, inter.n_items, on_overlap, negative_path, seed
     )
     indptr, train_items, train_ratings = build_csr(
         users[train], items[train], ratings[train], inter.n_users
@@ -208,6 +208,35 @@ def ncf_split(
     )
 
 
+def latest_rows(
+    users: np.ndarray, times: np.ndarray, n_users: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row of each user's latest interaction (ties: the one last in file order).
+
+    Parameters
+    ----------
+    users, times : numpy.ndarray
+        Dense user ids and timestamps, in file order.
+    n_users : int
+        Number of users.
+
+    Returns
+    -------
+    rows : numpy.ndarray
+        int64 row indices, one per eligible user, in user order.
+    eligible : numpy.ndarray
+        bool ``(n_users,)``: users with at least 2 interactions.
+    """
+    counts = np.bincount(users, minlength=n_users)
+    eligible = counts >= 2
+    latest = np.full(n_users, np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(latest, users, times)
+    at_latest = np.flatnonzero(times == latest[users])
+    last_row = np.full(n_users, -1, dtype=np.int64)
+    np.maximum.at(last_row, users[at_latest], at_latest)
+    return last_row[eligible], eligible
+
+
 def build_csr(
     users: np.ndarray, items: np.ndarray, ratings: np.ndarray, n_users: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -216,7 +245,7 @@ def build_csr(
     Parameters
     ----------
     users, items : numpy.ndarray
-        Dense ids of the interactions.
+        Dense ids of the interactions (non-negative).
     ratings : numpy.ndarray
         Values aligned with ``items``.
     n_users : int
@@ -227,7 +256,8 @@ def build_csr(
     tuple of numpy.ndarray
         ``indptr`` int64 ``(n_users + 1,)``, ``items`` int64, ``ratings`` float32.
     """
-    order = np.lexsort((items, users))
+    n_cols = int(items.max()) + 1 if len(items) else 1
+    order = np.argsort(users.astype(np.int64) * n_cols + items, kind="stable")
     indptr = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
     return (
@@ -238,9 +268,9 @@ def build_csr(
 
 
 def sample_negatives(
-    users: np.ndarray,
-    items: np.ndarray,
-    eligible: np.ndarray,
+    indptr: np.ndarray,
+    pos_items: np.ndarray,
+    test_items: np.ndarray,
     n_items: int,
     num_negatives: int,
     rng: np.random.Generator,
@@ -249,20 +279,20 @@ def sample_negatives(
     """Sample negatives uniformly without replacement from each user's non-interacted items.
 
     Vectorised: per chunk of users, candidates are drawn with replacement and the first
-    ``num_negatives`` distinct non-positive draws are kept (which is exactly uniform sampling
-    without replacement); the rare users for whom that falls short get an exact fallback
-    (random keys over all items, positives excluded).
+    ``num_negatives`` distinct non-positive draws are kept (exactly uniform sampling without
+    replacement, since all allowed items are equally likely); the rare users for whom one
+    batch of draws falls short get an exact fallback (random keys over all items).
 
     Parameters
     ----------
-    users, items : numpy.ndarray
-        All positive interactions (train and test).
-    eligible : numpy.ndarray
-        bool ``(n_users,)``: users that get negatives; other rows are -1.
+    indptr, pos_items : numpy.ndarray
+        CSR of the positive (training) items per user.
+    test_items : numpy.ndarray
+        int64 ``(n_users,)`` held-out item, also a positive; users with -1 get no negatives.
     n_items : int
         Item count.
     num_negatives : int
-        Negatives per eligible user.
+        Negatives per user with a test item.
     rng : numpy.random.Generator
         Random source.
     raw_user_ids : numpy.ndarray, optional
@@ -271,40 +301,39 @@ def sample_negatives(
     Returns
     -------
     numpy.ndarray
-        int64 ``(n_users, num_negatives)``.
+        int64 ``(n_users, num_negatives)``, -1 rows for users without a test item.
 
     Raises
     ------
     DataError
-        An eligible user has fewer than ``num_negatives`` non-interacted items.
+        A user has fewer than ``num_negatives`` non-interacted items.
     """
-    n_users = len(eligible)
+    n_users = len(test_items)
     out = np.full((n_users, num_negatives), -1, dtype=np.int64)
-    counts = np.bincount(users, minlength=n_users)
-    too_dense = eligible & (n_items - counts < num_negatives)
+    eligible = test_items >= 0
+    n_pos = np.diff(indptr) + eligible
+    too_dense = eligible & (n_items - n_pos < num_negatives)
     if too_dense.any():
         u = int(np.flatnonzero(too_dense)[0])
         raw = f" (raw id {raw_user_ids[u]})" if raw_user_ids is not None else ""
         raise DataError(
-            f"user {u}{raw} interacted with {counts[u]} of {n_items} items, leaving "
-            f"{n_items - counts[u]} candidates for {num_negatives} negatives; lower the number "
+            f"user {u}{raw} interacted with {n_pos[u]} of {n_items} items, leaving "
+            f"{n_items - n_pos[u]} candidates for {num_negatives} negatives; lower the number "
             "of test negatives or drop such users"
         )
     targets = np.flatnonzero(eligible)
     if num_negatives == 0 or len(targets) == 0:
         return out
-    order = np.argsort(users, kind="stable")
-    indptr = np.zeros(n_users + 1, dtype=np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    all_items = items[order]
     chunk = max(1, _MASK_CELLS // n_items)
     for start in range(0, len(targets), chunk):
         rows = targets[start : start + chunk]
         mask = np.zeros((len(rows), n_items), dtype=bool)
         lo, hi = indptr[rows], indptr[rows + 1]
-        which = np.repeat(np.arange(len(rows)), hi - lo)
-        take = np.arange(len(which)) - np.repeat(np.cumsum(hi - lo) - (hi - lo), hi - lo)
-        mask[which, all_items[np.repeat(lo, hi - lo) + take]] = True
+        lengths = hi - lo
+        which = np.repeat(np.arange(len(rows)), lengths)
+        flat = np.arange(len(which)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        mask[which, pos_items[np.repeat(lo, lengths) + flat]] = True
+        mask[np.arange(len(rows)), test_items[rows]] = True
         out[rows] = _draw_rows(mask, num_negatives, rng)
     return out
 
@@ -367,15 +396,16 @@ def _check_no_duplicates(
     n_users = len(test_items)
     row_of = np.repeat(np.arange(n_users), np.diff(indptr))
     same = (train_items[1:] == train_items[:-1]) & (row_of[1:] == row_of[:-1])
-    key = row_of * inter.n_items + train_items
-    has_test = test_items >= 0
-    test_key = np.flatnonzero(has_test) * inter.n_items + test_items[has_test]
-    in_train = np.isin(test_key, key)
+    key = row_of * inter.n_items + train_items  # sorted: CSR is user-major, items ascending
+    has_test = np.flatnonzero(test_items >= 0)
+    test_key = has_test * inter.n_items + test_items[has_test]
+    pos = np.searchsorted(key, test_key).clip(max=max(len(key) - 1, 0))
+    in_train = key[pos] == test_key if len(key) else np.zeros(len(test_key), dtype=bool)
     if same.any() or in_train.any():
         u = (
             int(row_of[np.flatnonzero(same)[0]])
             if same.any()
-            else int(np.flatnonzero(has_test)[np.flatnonzero(in_train)[0]])
+            else int(has_test[np.flatnonzero(in_train)[0]])
         )
         raise DataError(
             f"{inter.name}: user {u} (raw id {inter.raw_user_ids[u]}) has duplicate "
@@ -387,22 +417,26 @@ def _fix_overlaps(
     negatives: np.ndarray,
     users: np.ndarray,
     items: np.ndarray,
+    test_items: np.ndarray,
     n_items: int,
     on_overlap: str,
     path: os.PathLike[str],
     seed: int,
 ) -> np.ndarray:
     n_users, num = negatives.shape
-    positives = np.unique(users * n_items + items)
+    positives = np.sort(users * n_items + items)
     neg_key = np.arange(n_users)[:, None] * n_items + negatives
-    overlap = np.isin(neg_key, positives)
+    at = np.searchsorted(positives, neg_key).clip(max=len(positives) - 1)
+    overlap = positives[at] == neg_key
     if not overlap.any():
         return negatives
     bad_rows = np.flatnonzero(overlap.any(axis=1))
     first = int(bad_rows[0])
+    is_test = int((overlap & (negatives == test_items[:, None])).sum())
     what = (
         f"{int(overlap.sum())} published negative(s) on {len(bad_rows)} line(s) are positives "
-        f"of their user (first: user {first}, item {negatives[first][overlap[first]][0]})"
+        f"of their user ({is_test} of them the user's own test item; first: user {first}, "
+        f"item {negatives[first][overlap[first]][0]})"
     )
     if on_overlap == "raise":
         raise DataError(what + "; no negative may be a positive of its user", path, first + 1)

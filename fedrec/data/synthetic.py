@@ -132,7 +132,14 @@ def generate(
     )
 
 
-def _check_args(n_users, n_items, dim, mean_interactions, temperature, tie_prob) -> None:
+def _check_args(
+    n_users: int,
+    n_items: int,
+    dim: int,
+    mean_interactions: float,
+    temperature: float,
+    tie_prob: float,
+) -> None:
     if n_users < 1:
         raise ValueError(f"synthetic: n_users must be >= 1, got {n_users}")
     if n_items < 2 * MIN_INTERACTIONS:
@@ -216,25 +223,38 @@ def _top_k_rows(
     else:
         threshold = -np.partition(-probe, rank - 1, axis=1)[:, rank - 1]
     above = keys >= threshold[:, None]
-    short = above.sum(axis=1) < k
-    above[short] = True  # exact fallback: consider every column of those rows
     counts = above.sum(axis=1)
-    width = int(counts.max())
-    row_idx, col_idx = np.nonzero(above)
-    slot = np.arange(len(row_idx)) - np.repeat(np.cumsum(counts) - counts, counts)
-    cand = np.full((n_rows, width), -np.inf, dtype=keys.dtype)
-    cand_col = np.full((n_rows, width), -1, dtype=np.int64)
-    cand[row_idx, slot] = keys[row_idx, col_idx]
-    cand_col[row_idx, slot] = col_idx
-    if k_max < width:
-        top = np.argpartition(-cand, k_max - 1, axis=1)[:, :k_max]
-    else:
-        top = np.broadcast_to(np.arange(width), (n_rows, width))
-    top_keys = np.take_along_axis(cand, top, axis=1)
-    top = np.take_along_axis(top, np.argsort(-top_keys, axis=1, kind="stable"), axis=1)
-    out = np.take_along_axis(cand_col, top, axis=1)
-    out[np.arange(out.shape[1]) >= k[:, None]] = -1
+    out = np.full((n_rows, k_max), -1, dtype=np.int64)
+    short = counts < k  # exact fallback for these rows: all columns
+    if short.any():
+        out[short] = _top_k_dense(keys[short], k[short], k_max)
+    ok = ~short
+    if ok.any():
+        above, counts = above[ok], counts[ok]
+        width = int(counts.max())
+        row_idx, col_idx = np.nonzero(above)
+        slot = np.arange(len(row_idx)) - np.repeat(np.cumsum(counts) - counts, counts)
+        cand = np.full((len(counts), width), -np.inf, dtype=keys.dtype)
+        cand_col = np.full((len(counts), width), -1, dtype=np.int64)
+        cand[row_idx, slot] = keys[np.flatnonzero(ok)[row_idx], col_idx]
+        cand_col[row_idx, slot] = col_idx
+        top = _top_k_dense(cand, k[ok], k_max)
+        out[ok] = np.where(top >= 0, np.take_along_axis(cand_col, top.clip(0), axis=1), -1)
     return out
+
+
+def _top_k_dense(keys: np.ndarray, k: np.ndarray, k_max: int) -> np.ndarray:
+    """Column indices of the ``k[r]`` largest keys per row, -1 padded to ``k_max >= max(k)``."""
+    n_rows, width = keys.shape
+    if k_max < width:
+        top = np.argpartition(-keys, k_max - 1, axis=1)[:, :k_max]
+    else:
+        top = np.broadcast_to(np.arange(width), keys.shape)
+    order = np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1, kind="stable")
+    top = np.take_along_axis(top, order, axis=1)
+    if top.shape[1] < k_max:
+        top = np.concatenate([top, np.full((n_rows, k_max - top.shape[1]), -1)], axis=1)
+    return np.where(np.arange(k_max) < k[:, None], top, -1)
 
 
 def _timestamps(rng: np.random.Generator, counts: np.ndarray, tie_prob: float) -> np.ndarray:
@@ -288,24 +308,24 @@ def _knowledge_graph(
     genre0 = n_items
     director0 = genre0 + n_genres
     actor0 = director0 + n_directors
-    director_cluster = np.arange(n_directors) % n_genres
-    actor_cluster = np.arange(n_actors) % n_genres
+    director_cluster = np.arange(n_directors) % n_genres  # owner j belongs to cluster j % G
 
-    def pick(owner_cluster: np.ndarray, n_owned: int, size: int, p_same: float) -> np.ndarray:
+    def pick(n_owned: int, p_same: float) -> np.ndarray:
+        """One owner per item: of the item's own cluster with probability p_same."""
         per_cluster = n_owned // n_genres + (np.arange(n_genres) < n_owned % n_genres)
-        slot = (rng.random(size) * per_cluster[np.resize(cluster, size)]).astype(np.int64)
-        same = np.resize(cluster, size) + n_genres * slot  # an owner of the item's cluster
-        other = rng.integers(n_owned, size=size)
-        return np.where(rng.random(size) < p_same, same, other)
+        slot = (rng.random(n_items) * per_cluster[cluster]).astype(np.int64)
+        same = cluster + n_genres * slot
+        other = rng.integers(n_owned, size=n_items)
+        return np.where(rng.random(n_items) < p_same, same, other)
 
     item_idx, genre_idx = np.nonzero(genres)
     triples = [np.column_stack([item_idx, np.zeros_like(item_idx), genre0 + genre_idx])]
-    directors = pick(director_cluster, n_directors, n_items, 0.9)
+    directors = pick(n_directors, 0.9)
     triples.append(
         np.column_stack([np.arange(n_items), np.ones(n_items, int), director0 + directors])
     )
     n_cast = 3
-    actors = np.stack([pick(actor_cluster, n_actors, n_items, 0.7) for _ in range(n_cast)], 1)
+    actors = np.stack([pick(n_actors, 0.7) for _ in range(n_cast)], axis=1)
     triples.append(
         np.column_stack(
             [

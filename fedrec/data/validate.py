@@ -81,12 +81,11 @@ def check_not_empty(path: Path, raw: bytes, fmt: TableFormat) -> None:
     DataError
         The file is empty or holds only blank lines / the header.
     """
-    lines = [ln for ln in raw.splitlines() if ln.strip()]
-    if len(lines) < fmt.first_data_line:
-        what = "only a header" if lines else "nothing"
-        raise DataError(
-            f"empty file: it contains {what}; expected lines like {fmt.layout}", path
-        )
+    body = strip_trailing_blank_lines(raw).strip()
+    only_header = fmt.header is not None and b"\n" not in body
+    if not body or only_header:
+        what = "only a header" if body else "nothing"
+        raise DataError(f"empty file: it contains {what}; expected lines like {fmt.layout}", path)
 
 
 def check_header(path: Path, fmt: TableFormat, line: str) -> None:

@@ -15,7 +15,8 @@ from tests.inprocess import InProcessGrid
 SMALL = {
     "dataset": "synthetic",
     "synthetic-users": 40,
-    "synthetic-items": 60,
+    "synthetic-items": 150,
+    "test-negatives": 49,
     "synthetic-interactions": 12,
     "num-rounds": 3,
     "dim": 8,

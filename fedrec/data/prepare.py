@@ -1,0 +1,230 @@
+"""One entry point from settings to a split: ``prepare_split``, plus saving/loading splits.
+
+``prepare_split`` memoises in-process (same arguments -> the same ``SplitData`` object; treat
+it as read-only). Splits are deterministic: the same arguments give identical arrays in any
+process, and :func:`save_split` stores one in a single ``.npz`` (no pickles) for run dirs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from fedrec.data.errors import DataError
+from fedrec.data.loaders import LOADERS, load_interactions
+from fedrec.data.paths import resolve_data_dir
+from fedrec.data.schema import SplitData
+from fedrec.data.split import leave_one_out, ncf_split
+from fedrec.data.synthetic import generate
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("loo", "ncf")
+SPLIT_FILE_FORMAT = 1
+_ARRAYS = (
+    "train_indptr",
+    "train_items",
+    "train_ratings",
+    "test_items",
+    "test_negatives",
+)
+_SIDE_NUM = "item_side."
+_SIDE_STR = "item_side_str."
+_CACHE: dict[tuple, SplitData] = {}
+
+
+def prepare_split(
+    dataset: str,
+    split: str = "loo",
+    data_dir: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    num_test_negatives: int = 99,
+    synthetic: dict | None = None,
+) -> SplitData:
+    """Load a dataset and split it (memoised in-process).
+
+    Parameters
+    ----------
+    dataset : str
+        ``synthetic``, ``ml-100k``, ``ml-1m`` or ``ml-latest-small``.
+    split : {"loo", "ncf"}
+        Leave-one-out with sampled negatives, or the published NCF split (``ml-1m`` only).
+    data_dir : str or os.PathLike, optional
+        Data directory (argument, else ``FEDREC_DATA_DIR``, else ``~/.cache/fedrec/data``).
+    seed : int
+        Seed of the test negatives (and of the synthetic data unless ``synthetic`` has one).
+    num_test_negatives : int
+        Negatives per test user (must be 99 for ``ncf``).
+    synthetic : dict, optional
+        Keyword arguments of :func:`fedrec.data.synthetic.generate` (``dataset="synthetic"``).
+
+    Returns
+    -------
+    SplitData
+        The split; repeated calls with the same arguments return the same object.
+
+    Raises
+    ------
+    ValueError
+        Unknown dataset or split, or a setting that does not apply to the dataset.
+    DataError
+        Missing or malformed data.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"setting `split` must be one of {', '.join(SPLITS)}; got {split!r}")
+    if dataset not in LOADERS:
+        raise ValueError(f"unknown dataset {dataset!r}; known datasets: {', '.join(LOADERS)}")
+    if split == "ncf" and dataset != "ml-1m":
+        raise ValueError(
+            f'setting `split` = "ncf" (the published NCF test files) only exists for dataset '
+            f'"ml-1m", not {dataset!r}; use split = "loo"'
+        )
+    if split == "ncf" and num_test_negatives != 99:
+        raise ValueError(
+            'setting `split` = "ncf" has exactly 99 published negatives per user; '
+            f"num_test_negatives={num_test_negatives} is not possible"
+        )
+    if synthetic and dataset != "synthetic":
+        raise ValueError(
+            f"setting `synthetic` applies to dataset 'synthetic' only, not {dataset!r}"
+        )
+    root = None if dataset == "synthetic" else resolve_data_dir(data_dir)
+    frozen = json.dumps(synthetic or {}, sort_keys=True, default=repr)
+    key = (dataset, split, str(root), int(seed), int(num_test_negatives), frozen)
+    if key in _CACHE:
+        return _CACHE[key]
+    if split == "ncf":
+        result = ncf_split(root, seed=seed)
+    else:
+        if dataset == "synthetic":
+            inter = generate(**{"seed": seed, **(synthetic or {})})
+        else:
+            inter = load_interactions(dataset, root)
+        result = leave_one_out(inter, num_test_negatives, seed)
+    _CACHE[key] = result
+    logger.info(
+        "split %s/%s: %d users, %d items, %d train, %d test users",
+        dataset,
+        split,
+        result.n_users,
+        result.n_items,
+        result.n_train,
+        int((result.test_items >= 0).sum()),
+    )
+    return result
+
+
+def clear_cache() -> None:
+    """Forget the memoised splits of :func:`prepare_split`."""
+    _CACHE.clear()
+
+
+def save_split(split: SplitData, path: str | os.PathLike[str]) -> Path:
+    """Write a split to one ``.npz`` file (atomically; no pickled objects).
+
+    Numeric ``item_side`` arrays and lists of strings (e.g. titles) are included; other
+    side entries are skipped (logged).
+
+    Parameters
+    ----------
+    split : SplitData
+        The split.
+    path : str or os.PathLike
+        Target file (written exactly there, whatever its suffix).
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+    """
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {
+        "format": np.array(SPLIT_FILE_FORMAT),
+        "name": np.array(split.name),
+        "n_users": np.array(split.n_users, dtype=np.int64),
+        "n_items": np.array(split.n_items, dtype=np.int64),
+    }
+    arrays.update({name: np.asarray(getattr(split, name)) for name in _ARRAYS})
+    if split.test_ratings is not None:
+        arrays["test_ratings"] = np.asarray(split.test_ratings)
+    for name, value in split.item_side.items():
+        if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+            arrays[_SIDE_NUM + name] = value
+        elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            arrays[_SIDE_STR + name] = np.array(list(value), dtype=str)
+        else:
+            logger.debug("save_split: item_side[%r] not stored (not numeric or strings)", name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_split_file(path: str | os.PathLike[str]) -> SplitData:
+    """Read a split written by :func:`save_split`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.npz`` file.
+
+    Returns
+    -------
+    SplitData
+        The split (string lists of ``item_side`` come back as ``list[str]``).
+
+    Raises
+    ------
+    DataError
+        Not a split file, wrong format version or inconsistent arrays.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataError(f"not a readable split file ({exc})", path) from None
+    required = ("format", "name", "n_users", "n_items", *_ARRAYS)
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise DataError(f"not a split file: missing array(s) {', '.join(missing)}", path)
+    if int(data["format"]) != SPLIT_FILE_FORMAT:
+        raise DataError(
+            f"split file format {int(data['format'])}, expected {SPLIT_FILE_FORMAT}", path
+        )
+    item_side: dict = {}
+    for name, value in data.items():
+        if name.startswith(_SIDE_NUM):
+            item_side[name[len(_SIDE_NUM) :]] = value
+        elif name.startswith(_SIDE_STR):
+            item_side[name[len(_SIDE_STR) :]] = value.tolist()
+    split = SplitData(
+        name=str(data["name"]),
+        n_users=int(data["n_users"]),
+        n_items=int(data["n_items"]),
+        **{name: data[name] for name in _ARRAYS},
+        test_ratings=data.get("test_ratings"),
+        item_side=item_side,
+    )
+    n_users = split.n_users
+    if (
+        len(split.train_indptr) != n_users + 1
+        or len(split.test_items) != n_users
+        or len(split.test_negatives) != n_users
+        or split.train_indptr[-1] != len(split.train_items)
+        or len(split.train_ratings) != len(split.train_items)
+    ):
+        raise DataError("inconsistent split file: array sizes do not match n_users/n_train", path)
+    return split
