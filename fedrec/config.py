@@ -66,6 +66,15 @@ class FederationConfig:
 
 
 @dataclass
+class PrivacyConfig:
+    privacy: str = "none"  # none | user (DP-FedAvg) | sample (DP-SGD)
+    clip_norm: float = 1.0  # C: per-user update bound (user) / per-example gradient bound (sample)
+    noise_multiplier: float = 0.0  # z; derived from target-epsilon when that is > 0
+    target_epsilon: float = 0.0  # 0: not set (use noise-multiplier); inf: no noise
+    delta: float = 0.0  # 0: N^-1.1
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     out: str = ""  # run directory; "" -> runs/<timestamp>
@@ -78,6 +87,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     fed: FederationConfig = field(default_factory=FederationConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     # ------------------------------------------------------------------ flat views
@@ -136,6 +146,12 @@ class Config:
             ("num-nodes", self.fed.num_nodes >= 0, "must be >= 0"),
             ("eval-every", self.fed.eval_every >= 1, "must be >= 1"),
             ("weight-decay", self.train.weight_decay >= 0, "must be >= 0"),
+            ("privacy", self.privacy.privacy in ("none", "user", "sample"),
+             "must be none|user|sample"),
+            ("clip-norm", self.privacy.clip_norm > 0, "must be > 0"),
+            ("noise-multiplier", self.privacy.noise_multiplier >= 0, "must be >= 0"),
+            ("target-epsilon", self.privacy.target_epsilon >= 0, "must be >= 0 (0: unset)"),
+            ("delta", 0 <= self.privacy.delta < 1, "must be in [0, 1) (0: N^-1.1)"),
         ]
         for key, ok, why in checks:
             if not ok:
@@ -228,6 +244,23 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     return flat
 
 
+def flwr_config_table() -> str:
+    """The ``[tool.flwr.app.config]`` body for pyproject.toml (run ``python -m fedrec.config``)."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return f'"{v}"'
+        return repr(v)
+
+    return "\n".join(f"{k} = {fmt(v)}" for k, v in Config().to_flat().items())
+
+
 def as_dict(cfg: Config) -> dict[str, Any]:
     """Nested dict view (for summary.json)."""
     return dataclasses.asdict(cfg)
+
+
+if __name__ == "__main__":
+    print(flwr_config_table())

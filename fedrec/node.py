@@ -95,9 +95,12 @@ def train_round(
     if len(sampled) == 0:
         return TrainReply(base, 0.0, {"loss-sum": 0.0, "users": 0.0}), state
     idx = torch.from_numpy(np.searchsorted(users, sampled))
+    user_dp = cfg.privacy.privacy == "user"
     upd = train_cohort(
         model, to_torch(shared), {n: t[idx] for n, t in state.items()}, sampled, split,
         cfg.train, cfg.run.seed, round_, proximal_mu=cfg.fed.proximal_mu,
+        clip_norm=cfg.privacy.clip_norm if user_dp else None,
+        weighting="equal" if user_dp else "examples",
     )
     new_state = {n: t.clone() for n, t in state.items()}
     for n, t in upd.user_state.items():

@@ -16,6 +16,7 @@ SHUFFLE = 2
 USER_INIT = 3
 PARTICIPATION = 4
 PARTITION = 5
+NOISE = 101  # server-side DP noise seeds (fedrec.privacy.mechanism)
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)

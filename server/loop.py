@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 
 from fedrec import checkpoint, rundir
@@ -25,7 +33,8 @@ from fedrec.eval.sampled import evaluate_item_scores
 from fedrec.models.popularity import popularity_scores
 from fedrec.node import load_split, make_model
 from fedrec.params import check_shared, to_numpy
-from server.strategies import build_strategy
+from server.privacy import UserLevelDP
+from server.strategies import build_strategy, sum_metrics
 
 log = logging.getLogger("fedrec.server")
 
@@ -67,6 +76,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     random.seed(cfg.run.seed)  # Flower strategies sample nodes with the global `random`
 
     arrays = to_numpy(model.init_shared(cfg.run.seed))
+    dp = UserLevelDP(cfg, split.n_users) if cfg.privacy.privacy == "user" else None
     rows: list[dict[str, Any]] = []
     start = 1
     ckpts = checkpoint.round_files(out / CKPT_DIR)
@@ -82,6 +92,8 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
         vars(strategy).update(ck["strategy"])
         random.setstate(ck["random"])
         rows = ck["rows"]
+        if dp is not None:
+            dp.accountant.load_state_dict(ck["dp"])
         start = last + 1
         log.info("resuming %s from round %d", out, last)
     elif not cfg.run.resume:
@@ -99,22 +111,31 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
         popularity["hr@10"], popularity["ndcg@10"],
     )
     n_rounds = cfg.fed.num_rounds
+    stopped = None
     for r in range(start, n_rounds + 1):
+        if dp is not None and dp.exhausted():
+            stopped = f"privacy budget: round {r} would exceed epsilon {dp.target:g}"
+            log.info("stopping: %s", stopped)
+            break
         t0 = time.time()
         msgs = strategy.configure_train(r, _record(arrays), ConfigRecord(dict(flat)), grid)
         replies = _ok(list(grid.send_and_receive(msgs, timeout=cfg.fed.timeout)), "train")
+        train_sums = dict(sum_metrics([m.content for m in replies], "num-examples"))
+        if dp is not None:
+            replies = [_single_reply(dp.aggregate(r, arrays, replies))]
         weighted = [m for m in replies if float(m.content["metrics"]["num-examples"]) > 0]
-        train_sums = {"loss-sum": 0.0, "users": 0.0}
         if weighted:
-            agg, metrics = strategy.aggregate_train(r, weighted)
+            agg, _ = strategy.aggregate_train(r, weighted)
             if agg is not None:
                 arrays = {k: a.numpy() for k, a in agg.items()}
-            train_sums.update(dict(metrics or {}))
         row: dict[str, Any] = {
             "round": r,
-            "users": int(train_sums["users"]),
-            "train_loss": train_sums["loss-sum"] / max(train_sums["users"], 1.0),
+            "users": int(train_sums.get("users", 0)),
+            "train_loss": train_sums.get("loss-sum", 0.0) / max(train_sums.get("users", 0), 1.0),
         }
+        if dp is not None:
+            eps = dp.epsilon()
+            row["epsilon"], row["epsilon_rdp"] = eps["prv"], eps["rdp"]
         if r % cfg.fed.eval_every == 0 or r == n_rounds:
             row.update(_evaluate(grid, strategy, r, arrays, flat, cfg.fed.timeout))
         row["round_s"] = time.time() - t0
@@ -130,6 +151,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
                 "random": random.getstate(),
                 "rows": rows,
                 "config": _identity(cfg),
+                "dp": dp.accountant.state_dict() if dp is not None else None,
             },
         )
         checkpoint.prune(out / CKPT_DIR, keep=2)
@@ -150,7 +172,9 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
         "rounds": len(rows),
         "final": {k: final[k] for k in ("hr@10", "ndcg@10") if k in final},
         "baselines": {"popularity": popularity},
-        "privacy": {"mode": "none", "epsilon": None, "delta": None},
+        "privacy": dp.summary() if dp is not None else {"mode": cfg.privacy.privacy,
+                                                        "epsilon": None, "delta": None},
+        "stopped": stopped,
         "timing": {
             "total_s": time.time() - t_start,
             "per_round_s": float(np.mean([float(r["round_s"]) for r in rows])) if rows else 0.0,
@@ -159,6 +183,13 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     }
     rundir.write_json(out / "summary.json", summary)
     return summary
+
+
+def _single_reply(arrays: dict[str, np.ndarray]) -> Message:
+    """A reply carrying an already-aggregated update, for the strategy to post-process."""
+    content = RecordDict({"arrays": _record(arrays),
+                          "metrics": MetricRecord({"num-examples": 1.0})})
+    return Message(content=content, dst_node_id=0, message_type=MessageType.TRAIN)
 
 
 def _evaluate(

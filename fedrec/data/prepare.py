@@ -129,7 +129,8 @@ def save_split(split: SplitData, path: str | os.PathLike[str]) -> Path:
     """Write a split to one ``.npz`` file (atomically; no pickled objects).
 
     Numeric ``item_side`` arrays and lists of strings (e.g. titles) are included; other
-    side entries are skipped (logged).
+    side entries are skipped (logged). Id arrays are stored as int32 when they fit
+    (uncompressed: fast to write) and come back as int64.
 
     Parameters
     ----------
@@ -150,7 +151,7 @@ def save_split(split: SplitData, path: str | os.PathLike[str]) -> Path:
         "n_users": np.array(split.n_users, dtype=np.int64),
         "n_items": np.array(split.n_items, dtype=np.int64),
     }
-    arrays.update({name: np.asarray(getattr(split, name)) for name in _ARRAYS})
+    arrays.update({name: _compact(np.asarray(getattr(split, name))) for name in _ARRAYS})
     if split.test_ratings is not None:
         arrays["test_ratings"] = np.asarray(split.test_ratings)
     for name, value in split.item_side.items():
@@ -164,7 +165,7 @@ def save_split(split: SplitData, path: str | os.PathLike[str]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+            np.savez(fh, **arrays)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -214,7 +215,11 @@ def load_split_file(path: str | os.PathLike[str]) -> SplitData:
         name=str(data["name"]),
         n_users=int(data["n_users"]),
         n_items=int(data["n_items"]),
-        **{name: data[name] for name in _ARRAYS},
+        train_indptr=data["train_indptr"].astype(np.int64),
+        train_items=data["train_items"].astype(np.int64),
+        train_ratings=data["train_ratings"].astype(np.float32),
+        test_items=data["test_items"].astype(np.int64),
+        test_negatives=data["test_negatives"].astype(np.int64),
         test_ratings=data.get("test_ratings"),
         item_side=item_side,
     )
@@ -228,3 +233,13 @@ def load_split_file(path: str | os.PathLike[str]) -> SplitData:
     ):
         raise DataError("inconsistent split file: array sizes do not match n_users/n_train", path)
     return split
+
+
+def _compact(array: np.ndarray) -> np.ndarray:
+    """int64 -> int32 when every value fits (the reader widens it back)."""
+    if array.dtype != np.int64 or array.size == 0:
+        return array
+    info = np.iinfo(np.int32)
+    if array.min() >= info.min and array.max() <= info.max:
+        return array.astype(np.int32)
+    return array

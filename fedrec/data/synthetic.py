@@ -53,7 +53,7 @@ def generate(
     dim : int
         Latent dimension of the planted factors.
     mean_interactions : float
-        Approximate mean interactions per user (before clipping to ``n_items // 2``).
+        Mean interactions per user (in expectation, clipping to ``n_items // 2`` included).
     n_genres : int
         Number of factor clusters, i.e. genres (at most ``n_items``).
     temperature : float
@@ -61,7 +61,7 @@ def generate(
     popularity_exponent : float
         Zipf exponent of item popularity (``pop ~ rank ** -exponent``).
     activity_shape : float
-        Pareto (Lomax) shape of the user activity tail; smaller means heavier.
+        Pareto (Lomax) shape (> 0) of the user activity tail; smaller means heavier.
     text_dim : int
         Width of ``item_side["text"]``.
     tie_prob : float
@@ -82,6 +82,8 @@ def generate(
         Inconsistent sizes (e.g. ``n_items < 10``).
     """
     _check_args(n_users, n_items, dim, mean_interactions, temperature, tie_prob)
+    if activity_shape <= 0:
+        raise ValueError(f"synthetic: activity_shape must be > 0, got {activity_shape}")
     rng = np.random.default_rng(seed)
     n_genres = min(n_genres, n_items)
 
@@ -101,7 +103,9 @@ def generate(
     log_pop = (-popularity_exponent * np.log(popularity_rank)).astype(np.float32)
 
     max_k = max(MIN_INTERACTIONS, n_items // 2)
-    scale = max(mean_interactions - MIN_INTERACTIONS, 0.0) * (activity_shape - 1.0)
+    scale = _activity_scale(
+        mean_interactions - MIN_INTERACTIONS, max_k - MIN_INTERACTIONS, activity_shape
+    )
     counts = MIN_INTERACTIONS + np.floor(scale * rng.pareto(activity_shape, size=n_users))
     counts = np.clip(counts, MIN_INTERACTIONS, max_k).astype(np.int64)
 
@@ -154,6 +158,28 @@ def _check_args(
         raise ValueError(f"synthetic: temperature must be > 0, got {temperature}")
     if not 0 <= tie_prob < 1:
         raise ValueError(f"synthetic: tie_prob must be in [0, 1), got {tie_prob}")
+
+
+def _activity_scale(extra_mean: float, cap: float, shape: float) -> float:
+    """Lomax scale whose floored, clipped samples have mean ``extra_mean`` (bisection).
+
+    ``E[min(X, c)] = s / (a - 1) * (1 - (1 + c / s) ** (1 - a))`` for ``X ~ Lomax(a, s)``;
+    flooring subtracts about 0.5.
+    """
+    target = extra_mean + 0.5
+    if target >= cap:
+        return 1e12  # (nearly) everyone at the cap
+
+    def clipped_mean(scale: float) -> float:
+        if shape == 1.0:
+            return scale * np.log1p(cap / scale)
+        return scale / (shape - 1.0) * (1.0 - (1.0 + cap / scale) ** (1.0 - shape))
+
+    lo, hi = 1e-9, 1e12
+    for _ in range(200):
+        mid = np.sqrt(lo * hi)
+        lo, hi = (mid, hi) if clipped_mean(mid) < target else (lo, mid)
+    return float(np.sqrt(lo * hi))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

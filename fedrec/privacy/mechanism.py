@@ -40,9 +40,8 @@ __all__ = [
     "poisson_sample",
 ]
 
-#: Stream key of the DP noise seeds in :mod:`fedrec.rng` (distinct from the streams defined
-#: there; it belongs in ``fedrec/rng.py`` next to them).
-NOISE_STREAM = 101
+#: Stream key of the DP noise seeds in :mod:`fedrec.rng`.
+NOISE_STREAM = rng.NOISE
 
 
 def _noise_seed(seed: int, round: int, name: str) -> int:

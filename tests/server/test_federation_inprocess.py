@@ -80,7 +80,7 @@ def test_run_directory_contract_and_resume(tmp_path):
 def test_federated_beats_popularity_on_synthetic(tmp_path):
     summary, _ = run(tmp_path, "q", **{
         "synthetic-users": 300, "synthetic-items": 200, "synthetic-interactions": 30,
-        "num-rounds": 8, "users-per-node": 150, "dim": 16, "batch-size": 32})
+        "num-rounds": 15, "users-per-node": 150, "dim": 16, "batch-size": 32})
     assert summary["final"]["hr@10"] > 1.1 * summary["baselines"]["popularity"]["hr@10"]
 
 
@@ -92,3 +92,32 @@ def test_node_count_mismatch_is_explained(tmp_path):
         run_federation(grid, cfg)
     reasons = {m.error.reason for m in grid.replies if m.has_error()}
     assert any("6 nodes but the config implies 5" in r for r in reasons)
+
+
+DP = {"privacy": "user", "fraction-train": 0.5, "clip-norm": 0.5, "users-per-node": 8}
+
+
+def test_user_level_dp_is_independent_of_users_per_node_and_accounted(tmp_path):
+    a, _ = run(tmp_path, "dp1", **{**DP, "users-per-node": 1, "target-epsilon": 8.0})
+    b, _ = run(tmp_path, "dp8", **{**DP, "target-epsilon": 8.0})
+    for k in ("hr@10", "ndcg@10"):
+        assert a["final"][k] == pytest.approx(b["final"][k], abs=1e-6)
+    priv = b["privacy"]
+    assert priv["mode"] == "user" and priv["noise_multiplier"] > 0
+    assert priv["epsilon"] <= 8.0 and priv["epsilon_rdp"] >= priv["epsilon"] * 0.9
+    assert priv["delta"] == pytest.approx(40 ** -1.1)
+    rows = np.genfromtxt(tmp_path / "dp8" / "metrics.csv", delimiter=",", names=True)
+    assert np.all(np.diff(rows["epsilon"]) > 0)  # composed over rounds, not per round
+
+
+def test_user_level_dp_stops_when_budget_is_spent_and_resumes_accountant(tmp_path):
+    flat = {**DP, "noise-multiplier": 1.0, "target-epsilon": 2.0, "num-rounds": 30}
+    s, _ = run(tmp_path, "stop", **flat)
+    assert s["stopped"] and "privacy budget" in s["stopped"]
+    assert 0 < s["rounds"] < 30 and s["privacy"]["epsilon"] <= 2.0
+    # a resumed run restores the accountant: epsilon continues from the checkpoint
+    part, _ = run(tmp_path, "res", **{**flat, "target-epsilon": 0.0, "num-rounds": 2})
+    full, _ = run(tmp_path, "res", **{**flat, "target-epsilon": 0.0, "num-rounds": 4})
+    straight, _ = run(tmp_path, "str", **{**flat, "target-epsilon": 0.0, "num-rounds": 4})
+    assert full["privacy"]["epsilon"] == pytest.approx(straight["privacy"]["epsilon"], rel=1e-9)
+    assert full["final"]["hr@10"] == pytest.approx(straight["final"]["hr@10"], abs=1e-6)
