@@ -22,6 +22,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from fedrec.config import Config, ConfigError, load_toml, parse_override  # noqa: E402
+from fedrec.data.errors import DataError  # noqa: E402
 
 log = logging.getLogger("fedrec.launch")
 
@@ -116,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     log.info("run directory: %s", cfg.run.out)
-    summary = run(cfg, args.cpus)
+    try:
+        summary = run(cfg, args.cpus)
+    except (ConfigError, DataError) as exc:  # bad input: a clear message, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     final = summary["final"]
     pop = summary["baselines"]["popularity"]
     log.info(

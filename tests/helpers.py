@@ -7,8 +7,14 @@ import numpy as np
 from fedrec.data.schema import SplitData
 
 
-def tiny_split(n_users: int = 12, n_items: int = 40, seed: int = 0, n_neg: int = 12) -> SplitData:
-    """Uneven user sizes (2..~20 items), planted two-cluster taste, fixed negatives."""
+def tiny_split(
+    n_users: int = 12, n_items: int = 40, seed: int = 0, n_neg: int = 12, planted: bool = False
+) -> SplitData:
+    """Uneven user sizes (2..~20 items), planted two-cluster taste, fixed negatives.
+
+    ``planted``: negatives come from the other cluster only, so the taste alone ranks the
+    held-out item first.
+    """
     rs = np.random.default_rng(seed)
     indptr, items, tests, negs = [0], [], [], []
     for u in range(n_users):
@@ -20,7 +26,8 @@ def tiny_split(n_users: int = 12, n_items: int = 40, seed: int = 0, n_neg: int =
         items.append(train)
         indptr.append(indptr[-1] + len(train))
         tests.append(test)
-        free = np.setdiff1d(np.arange(n_items), chosen)
+        other = np.setdiff1d(np.arange(n_items), pool)
+        free = other if planted else np.setdiff1d(np.arange(n_items), chosen)
         negs.append(rs.choice(free, size=n_neg, replace=False))
     return SplitData(
         name="tiny",

@@ -93,7 +93,7 @@ def train_central(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             n += len(idx)
         log.info("central epoch %d: loss %.4f", epoch, total / max(n, 1))
         if on_epoch is not None:
