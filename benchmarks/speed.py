@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,10 +89,10 @@ class Sizes:
         Users timed with the per-user loop (scaled by their share of training examples).
     flower_subset : int
         Users (= Flower clients) of the one-client-per-user simulation; 0 skips Flower.
-    cohort_sim_rounds : int
-        Rounds of the Flower simulation at the default cohort size (round 2 is reported).
-    per_user_sim_rounds : int
-        Rounds of the one-client-per-user simulation (round 2 is reported).
+    cohort_sim_rounds, per_user_sim_rounds : int
+        Rounds of the Flower simulations at the default cohort size and with one client per
+        user. Round 2 is reported: round 1 carries Ray/actor start-up, and with 3 rounds it does
+        not carry Flower's final federated evaluation (which always runs on the last round).
     repeats : int
         Best-of repeats where one run is short (see ``budget_s``).
     budget_s : float
@@ -105,11 +105,10 @@ class Sizes:
     scaling_interactions: int
     per_user_subset: int
     flower_subset: int
-    cohort_sim_rounds: int = 2
+    cohort_sim_rounds: int = 3
     per_user_sim_rounds: int = 3
     repeats: int = 3
     budget_s: float = 20.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 FULL = Sizes(
@@ -225,6 +224,7 @@ def _run_worker(kind: str, args: dict[str, Any], timeout_s: float) -> dict[str, 
         cmd = [
             sys.executable, str(Path(__file__).resolve()), "--worker", kind,
             "--worker-args", json.dumps(args), "--worker-out", str(out),
+            "--threads", str(torch.get_num_threads()),
         ]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
@@ -679,6 +679,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--flower-subset", type=int, default=None,
                    help="clients of the one-client-per-user simulation (default 64; quick 0 "
                         "= skip Flower); 0 skips both Flower simulations")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads of every in-process measurement and worker (default 1: "
+                        "on a shared machine, idle-spinning OpenMP threads distort timings)")
     p.add_argument("--worker-timeout", type=float, default=1800.0, help=argparse.SUPPRESS)
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--worker-args", help=argparse.SUPPRESS)
@@ -689,10 +692,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the benchmark, print the table, write the JSON."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
     logging.getLogger("fedrec").setLevel(logging.WARNING)
     log.setLevel(logging.INFO)
+    torch.set_num_threads(max(1, args.threads))
     if args.worker:
         result = WORKERS[args.worker](json.loads(args.worker_args))
         Path(args.worker_out).write_text(json.dumps(result))

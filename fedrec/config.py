@@ -27,8 +27,8 @@ class DataConfig:
     split: str = "loo"  # loo | ncf
     data_dir: str = ""  # "" -> $FEDREC_DATA_DIR or ~/.cache/fedrec/data
     test_negatives: int = 99
-    synthetic_users: int = 1000
-    synthetic_items: int = 500
+    synthetic_users: int = 2000
+    synthetic_items: int = 1000
     synthetic_interactions: int = 40  # mean interactions per user
 
 
@@ -55,7 +55,7 @@ class TrainConfig:
 @dataclass
 class FederationConfig:
     strategy: str = "fedavg"
-    num_rounds: int = 10
+    num_rounds: int = 20
     fraction_train: float = 1.0  # probability that a user takes part in a round
     users_per_node: int = 512
     num_nodes: int = 0  # > 0 overrides users-per-node with an even split
