@@ -89,6 +89,6 @@ def evaluate(msg: Message, context: Context) -> Message:
     cfg, round_ = _config(msg)
     pid, users = _users(cfg, context)
     state = _state(cfg, context, pid, users, round_)
-    sums = node.evaluate_round(cfg, _shared(msg), users, state)
+    sums = node.evaluate_round(cfg, round_, _shared(msg), users, state)
     metrics = {"num-examples": sums.pop("count"), **{f"{k}-sum": v for k, v in sums.items()}}
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -46,7 +46,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 0.05
     optimizer: str = "adam"  # sgd | adam
-    loss: str = "bce"  # bce | bpr
+    loss: str = "bce"  # bce | bpr | mse (explicit ratings, reports RMSE)
     weight_decay: float = 0.0  # L2 on the rows used in a batch (sparse-safe)
     device: str = "auto"  # auto | cpu | cuda
     max_examples_per_chunk: int = 2_000_000  # bounds memory of vectorised cohorts
@@ -63,6 +63,12 @@ class FederationConfig:
     server_lr: float = 1.0  # server optimizers (fedadam, fedyogi, fedavgm)
     proximal_mu: float = 0.0  # fedprox
     timeout: float = 3600.0
+
+
+@dataclass
+class EvalConfig:
+    full_ranking: bool = True  # also Recall@20 / NDCG@20 over every item not trained on
+    finetune_epochs: int = 0  # > 0: each user fine-tunes the shared params locally first
 
 
 @dataclass
@@ -87,6 +93,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     fed: FederationConfig = field(default_factory=FederationConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -138,7 +145,7 @@ class Config:
             ("batch-size", self.train.batch_size >= 1, "must be >= 1"),
             ("lr", self.train.lr > 0, "must be > 0"),
             ("optimizer", self.train.optimizer in ("sgd", "adam"), "must be 'sgd' or 'adam'"),
-            ("loss", self.train.loss in ("bce", "bpr"), "must be 'bce' or 'bpr'"),
+            ("loss", self.train.loss in ("bce", "bpr", "mse"), "must be bce|bpr|mse"),
             ("device", self.train.device in ("auto", "cpu", "cuda"), "must be auto|cpu|cuda"),
             ("num-rounds", self.fed.num_rounds >= 1, "must be >= 1"),
             ("fraction-train", 0 < self.fed.fraction_train <= 1, "must be in (0, 1]"),
@@ -146,12 +153,16 @@ class Config:
             ("num-nodes", self.fed.num_nodes >= 0, "must be >= 0"),
             ("eval-every", self.fed.eval_every >= 1, "must be >= 1"),
             ("weight-decay", self.train.weight_decay >= 0, "must be >= 0"),
+            ("finetune-epochs", self.eval.finetune_epochs >= 0, "must be >= 0"),
             ("privacy", self.privacy.privacy in ("none", "user", "sample"),
              "must be none|user|sample"),
             ("clip-norm", self.privacy.clip_norm > 0, "must be > 0"),
             ("noise-multiplier", self.privacy.noise_multiplier >= 0, "must be >= 0"),
             ("target-epsilon", self.privacy.target_epsilon >= 0, "must be >= 0 (0: unset)"),
             ("delta", 0 <= self.privacy.delta < 1, "must be in [0, 1) (0: N^-1.1)"),
+            ("strategy", not (self.privacy.privacy == "user" and self.fed.strategy ==
+                              "fedavg-items"),
+             "cannot be combined with privacy='user' (DP-FedAvg weighs users equally)"),
         ]
         for key, ok, why in checks:
             if not ok:

@@ -5,6 +5,7 @@ Flower-free: ``clients/`` unpacks messages, calls these functions and packs the 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from fedrec import checkpoint
 from fedrec.config import Config
 from fedrec.data.partition import num_partitions, participants, partition_users
 from fedrec.data.schema import SplitData
-from fedrec.eval.sampled import evaluate_users
+from fedrec.eval.sampled import evaluate_local, evaluate_users
 from fedrec.models.base import Recommender
 from fedrec.models.registry import build_model
 from fedrec.params import check_shared, to_numpy, to_torch
@@ -26,6 +27,8 @@ from fedrec.train.cohort import train_cohort
 log = logging.getLogger(__name__)
 
 _SPLITS: dict[tuple, SplitData] = {}
+ITEM_WEIGHTED = "fedavg-items"  # strategy whose replies carry per-item user weights
+ITEM_WEIGHT_KEY = "item-weight"
 
 
 def load_split(cfg: Config) -> SplitData:
@@ -93,6 +96,8 @@ def train_round(
     sampled = participants(users, cfg.fed.fraction_train, cfg.run.seed, round_)
     base = {n: np.asarray(a, dtype=np.float64) for n, a in shared.items()}
     if len(sampled) == 0:
+        if cfg.fed.strategy == ITEM_WEIGHTED:
+            base[ITEM_WEIGHT_KEY] = np.zeros(split.n_items)
         return TrainReply(base, 0.0, {"loss-sum": 0.0, "users": 0.0}), state
     idx = torch.from_numpy(np.searchsorted(users, sampled))
     user_dp = cfg.privacy.privacy == "user"
@@ -106,18 +111,44 @@ def train_round(
     for n, t in upd.user_state.items():
         new_state[n][idx] = t
     avg = {n: np.asarray(base[n] + upd.sum_update[n].numpy() / upd.weight_sum) for n in base}
+    if cfg.fed.strategy == ITEM_WEIGHTED:  # item rows: average over the users holding them
+        w = upd.item_weight.numpy()
+        for s in model.specs_of("item"):
+            d = upd.sum_update[s.name].numpy()
+            wr = w.reshape(-1, *[1] * (d.ndim - 1))
+            avg[s.name] = np.asarray(base[s.name] + np.where(wr > 0, d / np.maximum(wr, 1e-300),
+                                                                0.0))
+        avg[ITEM_WEIGHT_KEY] = w
     metrics = {"loss-sum": upd.loss_sum, "users": float(upd.n_users)}
     return TrainReply(avg, upd.weight_sum, metrics), new_state
 
 
+FINETUNE_ROUND_KEY = 1_000_000  # random draws of fine-tuning never collide with a round's
+
+
 def evaluate_round(
-    cfg: Config, shared: dict[str, np.ndarray], users: np.ndarray, state: dict[str, Tensor]
+    cfg: Config,
+    round_: int,
+    shared: dict[str, np.ndarray],
+    users: np.ndarray,
+    state: dict[str, Tensor],
 ) -> dict[str, float]:
-    """HR@10 / NDCG@10 sums and count over the node's users, with their private rows."""
+    """Metric sums and count over the node's users, scored with their private rows.
+
+    With ``finetune-epochs > 0`` every user first fine-tunes its own copy of the shared
+    parameters on its training data (local personalisation) and is scored with that copy.
+    """
     split = load_split(cfg)
     model = make_model(cfg, split)
     check_shared(shared, model, "evaluate message")
-    return evaluate_users(model, to_torch(shared), state, users, split)
+    kw = {"full": cfg.eval.full_ranking, "explicit": cfg.train.loss == "mse"}
+    shared_t = to_torch(shared)
+    if cfg.eval.finetune_epochs > 0:
+        tc = dataclasses.replace(cfg.train, local_epochs=cfg.eval.finetune_epochs)
+        upd = train_cohort(model, shared_t, state, users, split, tc, cfg.run.seed,
+                           FINETUNE_ROUND_KEY + round_, keep_local=True)
+        return evaluate_local(model, shared_t, upd.local, split, **kw)
+    return evaluate_users(model, shared_t, state, users, split, **kw)
 
 
 # ----------------------------------------------------------------- private state on disk

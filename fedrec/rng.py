@@ -17,6 +17,9 @@ USER_INIT = 3
 PARTICIPATION = 4
 PARTITION = 5
 NOISE = 101  # server-side DP noise seeds (fedrec.privacy.mechanism)
+DPSGD_BATCH = 102  # Poisson batches of per-user DP-SGD (fedrec.train.dpsgd)
+DPSGD_NOISE = 103  # per-step DP-SGD noise (fedrec.train.dpsgd)
+DPSGD_FINAL = 104  # end-of-round DP-SGD noise on rows not used since (dpsgd)
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)

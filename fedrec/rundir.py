@@ -12,8 +12,8 @@ import numpy as np
 
 from fedrec.data.schema import SplitData
 
-METRIC_FIELDS = ["round", "train_loss", "users", "hr@10", "ndcg@10", "epsilon", "epsilon_rdp",
-                 "round_s", "elapsed_s"]
+METRIC_FIELDS = ["round", "train_loss", "users", "hr@10", "ndcg@10", "recall@20", "ndcg@20-full",
+                 "rmse", "epsilon", "epsilon_rdp", "round_s", "elapsed_s"]
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -29,7 +29,7 @@ from flwr.serverapp import Grid
 from fedrec import checkpoint, rundir
 from fedrec.config import Config, as_dict
 from fedrec.data.partition import num_partitions
-from fedrec.eval.sampled import evaluate_item_scores
+from fedrec.eval.sampled import evaluate_item_scores, means
 from fedrec.models.popularity import popularity_scores
 from fedrec.node import load_split, make_model
 from fedrec.params import check_shared, to_numpy
@@ -39,6 +39,7 @@ from server.strategies import build_strategy, sum_metrics
 log = logging.getLogger("fedrec.server")
 
 CKPT_DIR = "checkpoints"
+EVAL_FIELDS = ("hr@10", "ndcg@10", "recall@20", "ndcg@20-full", "rmse")
 
 
 def _record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
@@ -170,7 +171,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
             "split": cfg.data.split,
         },
         "rounds": len(rows),
-        "final": {k: final[k] for k in ("hr@10", "ndcg@10") if k in final},
+        "final": {k: final[k] for k in EVAL_FIELDS if final.get(k, "") != ""},
         "baselines": {"popularity": popularity},
         "privacy": dp.summary() if dp is not None else {"mode": cfg.privacy.privacy,
                                                         "epsilon": None, "delta": None},
@@ -198,8 +199,8 @@ def _evaluate(
     msgs = strategy.configure_evaluate(r, _record(arrays), ConfigRecord(dict(flat)), grid)
     replies = _ok(list(grid.send_and_receive(msgs, timeout=timeout)), "evaluate")
     sums = dict(strategy.aggregate_evaluate(r, replies) or {})
-    n = max(sums.get("num-examples", 0.0), 1.0)
-    return {k[: -len("-sum")]: v / n for k, v in sums.items() if k.endswith("-sum")}
+    plain = {k[: -len("-sum")]: v for k, v in sums.items() if k.endswith("-sum")}
+    return means({**plain, "count": sums.get("num-examples", 0.0)})
 
 
 def _identity(cfg: Config) -> dict[str, Any]:

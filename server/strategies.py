@@ -4,13 +4,16 @@ do not depend on how users are grouped into nodes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from flwr.app import MetricRecord, RecordDict
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
 from flwr.serverapp import strategy as S
 
 from fedrec.config import Config
+from fedrec.node import ITEM_WEIGHT_KEY
 
 
 def sum_metrics(records: list[RecordDict], weighting_key: str) -> MetricRecord:
@@ -24,8 +27,60 @@ def sum_metrics(records: list[RecordDict], weighting_key: str) -> MetricRecord:
 
 
 
+
+
+class ItemWeightedFedAvg(S.FedAvg):
+    """FedAvg in which each item row is averaged over the users who touched it.
+
+    Plain FedAvg divides every row by the total weight of all users, so a row that few users
+    touched is pulled towards its old value (rare items are diluted). Here nodes reply, per item,
+    the average over their users holding that row plus the users' total weight on it (array
+    ``item-weight``); the server combines rows with those weights. Dense parameters are averaged
+    as in FedAvg (weight ``num-examples``).
+    """
+
+    def __init__(self, item_params: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.item_params = set(item_params)
+        self.current: dict[str, np.ndarray] | None = None
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self.current = {k: a.numpy() for k, a in arrays.items()}
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = [m for m in replies if not m.has_error()]
+        if not replies or self.current is None:
+            return None, None
+        base = self.current
+        total_w = sum(float(m.content["metrics"]["num-examples"]) for m in replies)
+        row_w = sum(m.content["arrays"][ITEM_WEIGHT_KEY].numpy() for m in replies)
+        out: dict[str, np.ndarray] = {}
+        for name, g in base.items():
+            acc = np.zeros_like(g, dtype=np.float64)
+            for m in replies:
+                a = m.content["arrays"][name].numpy()
+                if name in self.item_params:
+                    w = m.content["arrays"][ITEM_WEIGHT_KEY].numpy()
+                    acc += w.reshape(-1, *[1] * (g.ndim - 1)) * (a - g)
+                else:
+                    acc += float(m.content["metrics"]["num-examples"]) * (a - g)
+            if name in self.item_params:
+                denom = np.maximum(row_w, 1e-300).reshape(-1, *[1] * (g.ndim - 1))
+                out[name] = g + np.where(denom > 1e-300, acc / denom, 0.0)
+            else:
+                out[name] = g + acc / max(total_w, 1e-300)
+        metrics = self.train_metrics_aggr_fn([m.content for m in replies], self.weighted_by_key)
+        return ArrayRecord({k: Array(np.asarray(v)) for k, v in out.items()}), metrics
+
+
 STRATEGIES: dict[str, tuple[type, Callable[[Config], dict[str, Any]]]] = {
     "fedavg": (S.FedAvg, lambda c: {}),
+    "fedavg-items": (ItemWeightedFedAvg, lambda c: {}),
     "fedprox": (S.FedProx, lambda c: {"proximal_mu": c.fed.proximal_mu}),
     "fedadam": (S.FedAdam, lambda c: {"eta": c.fed.server_lr, "eta_l": c.train.lr}),
     "fedyogi": (S.FedYogi, lambda c: {"eta": c.fed.server_lr, "eta_l": c.train.lr}),
@@ -47,6 +102,8 @@ def build_strategy(cfg: Config, n_nodes: int) -> S.Strategy:
             f"setting 'strategy' = '{name}' is unknown; known: {', '.join(sorted(STRATEGIES))}"
         )
     cls, extra = STRATEGIES[name]
+    if cls is ItemWeightedFedAvg:
+        extra = _item_kwargs
     return cls(
         fraction_train=1.0,
         fraction_evaluate=1.0,
@@ -57,3 +114,10 @@ def build_strategy(cfg: Config, n_nodes: int) -> S.Strategy:
         evaluate_metrics_aggr_fn=sum_metrics,
         **extra(cfg),
     )
+
+
+def _item_kwargs(cfg: Config) -> dict[str, Any]:
+    from fedrec.node import load_split, make_model
+
+    model = make_model(cfg, load_split(cfg))
+    return {"item_params": [s.name for s in model.specs_of("item")]}

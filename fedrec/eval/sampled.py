@@ -1,6 +1,14 @@
-"""Sampled-candidate evaluation: the held-out item against its fixed negatives."""
+"""Evaluation of a node's users with their private rows: sampled candidates (the held-out item
+against its fixed negatives: HR@K, NDCG@K), full ranking over every item the user has not
+trained on (Recall@20, NDCG@20) and, for explicit-rating models, squared error (RMSE).
+
+Scores come either from the global shared parameters or from each user's locally fine-tuned
+copy (``LocalTables``), where a user's own rows replace the global ones.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -9,32 +17,102 @@ from torch import Tensor
 from fedrec.data.schema import SplitData
 from fedrec.eval.metrics import positive_rank, ranking_sums
 from fedrec.models.base import Recommender
+from fedrec.train.cohort import LocalTables
+
+FULL_K = 20
+ItemLookup = Callable[[np.ndarray, np.ndarray], dict[str, Tensor]]
 
 
-def candidate_scores(
-    model: Recommender,
-    shared: dict[str, Tensor],
-    user_params: dict[str, Tensor],
-    candidates: np.ndarray,
-    chunk: int = 4096,
-) -> np.ndarray:
-    """Scores ``(U, K)`` of ``candidates[u]`` for U users with their own (private) rows.
+class _View:
+    """Parameters of a set of users: private rows, dense params and an item-row lookup."""
 
-    ``user_params[name]`` holds one row per user, aligned with ``candidates``.
+    def __init__(
+        self,
+        model: Recommender,
+        shared: dict[str, Tensor],
+        users: np.ndarray,
+        user_rows: dict[str, Tensor],
+        local: LocalTables | None = None,
+    ) -> None:
+        self.model = model
+        self.shared = shared
+        self.users = users
+        self.user_rows = user_rows
+        self.local = local
+        self.item_names = [s.name for s in model.specs_of("item")]
+        self.dense_names = [s.name for s in model.specs_of("dense")]
+
+    def scores(self, pos: np.ndarray, cand: np.ndarray) -> np.ndarray:
+        """Scores ``(len(pos), K)`` of candidates ``cand`` for users at positions ``pos``."""
+        a = len(pos)
+        p = torch.from_numpy(pos)
+        c = torch.from_numpy(cand)
+        user = {n: t[p].unsqueeze(1) for n, t in self.user_rows.items()}
+        item = {n: self.shared[n][c] for n in self.item_names}
+        if self.local is None:
+            dense = {n: self.shared[n].unsqueeze(0).expand(a, *self.shared[n].shape)
+                     for n in self.dense_names}
+        else:
+            dense = {n: self.local.dense[n][p] for n in self.dense_names}
+            n_items = self.model.n_items
+            key = (p[:, None] * n_items + c).reshape(-1)
+            keys = self.local.rows_key
+            at = torch.searchsorted(keys, key).clamp_max(len(keys) - 1)
+            hit = keys[at] == key
+            for n in self.item_names:
+                flat = item[n].reshape(len(key), *item[n].shape[2:]).clone()
+                flat[hit] = self.local.item[n][at[hit]]
+                item[n] = flat.reshape(item[n].shape)
+        with torch.no_grad():
+            return self.model.score(user, item, dense).double().cpu().numpy()
+
+
+def _evaluate_view(view: _View, split: SplitData, ks: tuple[int, ...], full: bool,
+                   explicit: bool, chunk: int = 1024) -> dict[str, float]:
+    users = view.users
+    has_test = split.test_items[users] >= 0
+    pos_all = np.nonzero(has_test)[0]
+    sums = ranking_sums(np.zeros(0, dtype=np.int64), ks)
+    if full:
+        sums.update({f"recall@{FULL_K}": 0.0, f"ndcg@{FULL_K}-full": 0.0})
+    explicit = explicit and split.test_ratings is not None
+    if explicit:
+        sums["sse"] = 0.0
+    for lo in range(0, len(pos_all), chunk):
+        pos = pos_all[lo : lo + chunk]
+        u = users[pos]
+        cand = np.concatenate([split.test_items[u, None], split.test_negatives[u]], axis=1)
+        s = view.scores(pos, cand)
+        part = ranking_sums(positive_rank(s[:, 0], s[:, 1:]), ks)
+        for k, v in part.items():
+            sums[k] += v
+        if explicit:
+            sums["sse"] += float(((s[:, 0] - split.test_ratings[u]) ** 2).sum())
+        if full:
+            all_items = np.broadcast_to(np.arange(split.n_items), (len(pos), split.n_items))
+            s_all = view.scores(pos, np.ascontiguousarray(all_items))
+            rank = full_ranks(s_all, u, split)
+            sums[f"recall@{FULL_K}"] += float((rank < FULL_K).sum())
+            sums[f"ndcg@{FULL_K}-full"] += float(
+                np.where(rank < FULL_K, 1.0 / np.log2(rank + 2.0), 0.0).sum()
+            )
+    return sums
+
+
+def full_ranks(scores: np.ndarray, users: np.ndarray, split: SplitData) -> np.ndarray:
+    """0-based rank of each user's test item among all items it has not trained on.
+
+    Training items are excluded; ties count against the test item (as in the sampled protocol).
     """
-    item_names = [s.name for s in model.specs_of("item")]
-    dense_names = [s.name for s in model.specs_of("dense")]
-    out = np.empty(candidates.shape, dtype=np.float64)
-    with torch.no_grad():
-        for lo in range(0, len(candidates), chunk):
-            hi = min(lo + chunk, len(candidates))
-            cand = torch.from_numpy(candidates[lo:hi])
-            a = hi - lo
-            user = {n: t[lo:hi].unsqueeze(1) for n, t in user_params.items()}
-            item = {n: shared[n][cand] for n in item_names}
-            dense = {n: shared[n].unsqueeze(0).expand(a, *shared[n].shape) for n in dense_names}
-            out[lo:hi] = model.score(user, item, dense).double().cpu().numpy()
-    return out
+    test = split.test_items[users]
+    s_test = scores[np.arange(len(users)), test]
+    beats = scores >= s_test[:, None]
+    beats[np.arange(len(users)), test] = False
+    counts = np.diff(split.train_indptr)[users]
+    rows = np.repeat(np.arange(len(users)), counts)
+    cols = np.concatenate([split.user_items(int(v)) for v in users]) if len(users) else rows
+    beats[rows, cols] = False
+    return beats.sum(axis=1).astype(np.int64)
 
 
 def evaluate_users(
@@ -44,35 +122,58 @@ def evaluate_users(
     users: np.ndarray,
     split: SplitData,
     ks: tuple[int, ...] = (10,),
+    full: bool = False,
+    explicit: bool = False,
 ) -> dict[str, float]:
-    """HR@k / NDCG@k sums and count over ``users`` that have a test item.
+    """Metric sums and the count over ``users`` that have a test item (global parameters).
 
-    ``user_params`` rows align with ``users``.
+    ``user_params`` rows align with ``users``. ``full`` adds full-ranking Recall@20/NDCG@20;
+    ``explicit`` adds the squared error of the predicted test rating (``sse``).
     """
-    users = np.asarray(users, dtype=np.int64)
-    has_test = split.test_items[users] >= 0
-    rows = np.nonzero(has_test)[0]
-    if len(rows) == 0:
-        return ranking_sums(np.zeros(0, dtype=np.int64), ks)
-    u = users[rows]
-    cand = np.concatenate([split.test_items[u, None], split.test_negatives[u]], axis=1)
-    sel = torch.from_numpy(rows)
-    scores = candidate_scores(model, shared, {n: t[sel] for n, t in user_params.items()}, cand)
-    return ranking_sums(positive_rank(scores[:, 0], scores[:, 1:]), ks)
+    view = _View(model, shared, np.asarray(users, dtype=np.int64), user_params)
+    return _evaluate_view(view, split, ks, full, explicit)
+
+
+def evaluate_local(
+    model: Recommender,
+    shared: dict[str, Tensor],
+    tables: list[LocalTables],
+    split: SplitData,
+    ks: tuple[int, ...] = (10,),
+    full: bool = False,
+    explicit: bool = False,
+) -> dict[str, float]:
+    """Metric sums for users scored with their locally fine-tuned parameters."""
+    total: dict[str, float] = {}
+    for t in tables:
+        part = _evaluate_view(_View(model, shared, t.users, t.user, t), split, ks, full,
+                              explicit)
+        for k, v in part.items():
+            total[k] = total.get(k, 0.0) + v
+    return total
 
 
 def evaluate_item_scores(
     item_scores: np.ndarray, split: SplitData, ks: tuple[int, ...] = (10,)
 ) -> dict[str, float]:
-    """Metrics (means) of a non-personalised ranking such as popularity."""
+    """Metric means of a non-personalised ranking such as popularity."""
     users = np.nonzero(split.test_items >= 0)[0]
     pos = item_scores[split.test_items[users]]
     neg = item_scores[split.test_negatives[users]]
-    sums = ranking_sums(positive_rank(pos, neg), ks)
-    return means(sums)
+    out = means(ranking_sums(positive_rank(pos, neg), ks))
+    rank = np.concatenate([
+        full_ranks(np.broadcast_to(item_scores, (len(b), split.n_items)).copy(), b, split)
+        for b in np.array_split(users, max(1, len(users) // 2048))
+    ])
+    out[f"recall@{FULL_K}"] = float((rank < FULL_K).mean())
+    out[f"ndcg@{FULL_K}-full"] = float(np.where(rank < FULL_K, 1 / np.log2(rank + 2.0), 0).mean())
+    return out
 
 
 def means(sums: dict[str, float]) -> dict[str, float]:
-    """Turn ``ranking_sums`` output into means."""
+    """Turn metric sums into means (``sse`` becomes ``rmse``)."""
     n = max(sums["count"], 1.0)
-    return {k: v / n for k, v in sums.items() if k != "count"}
+    out = {k: v / n for k, v in sums.items() if k not in ("count", "sse")}
+    if "sse" in sums:
+        out["rmse"] = float(np.sqrt(sums["sse"] / n))
+    return out

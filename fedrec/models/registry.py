@@ -38,4 +38,4 @@ def known_models() -> list[str]:
 
 def _load_builtin() -> None:
     # Explicit imports of the built-in model files (no discovery by module name).
-    from fedrec.models import gmf, mf, mlp, neumf  # noqa: F401
+    from fedrec.models import gmf, mf, mlp, neumf, pfedrec  # noqa: F401

@@ -19,7 +19,7 @@ from fedrec.config import TrainConfig
 from fedrec.data.schema import SplitData
 from fedrec.models.base import Recommender
 from fedrec.train.cohort import resolve_device
-from fedrec.train.examples import build_examples
+from fedrec.train.examples import build_examples, uses_labels
 from fedrec.train.losses import example_loss
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def train_central(
         ex = build_examples(split, users, 1, tc.num_negatives, tc.loss, seed, -epoch)
         ex_user = torch.from_numpy(np.repeat(ex.users, ex.n_ex))
         items = torch.from_numpy(ex.items[0])
-        labels = torch.from_numpy(ex.labels[0]) if tc.loss == "bce" else None
+        labels = torch.from_numpy(ex.labels[0]) if uses_labels(tc.loss) else None
         perm = torch.randperm(len(items), generator=gen)
         total, n = 0.0, 0
         for lo in range(0, len(perm), tc.batch_size):

@@ -20,7 +20,12 @@ from torch import Tensor
 from fedrec.config import TrainConfig
 from fedrec.data.schema import SplitData
 from fedrec.models.base import Recommender
-from fedrec.train.examples import CohortExamples, build_examples
+from fedrec.train.examples import (
+    CohortExamples,
+    build_examples,
+    examples_per_positive,
+    uses_labels,
+)
 from fedrec.train.losses import example_loss
 from fedrec.train.optim import CohortOptimizer
 
@@ -44,8 +49,13 @@ class CohortUpdate:
         Sum over users of the mean loss of their last epoch.
     sq_norms : numpy.ndarray
         Squared L2 norm of each user's (unclipped) update, aligned with ``users``.
+    item_weight : Tensor
+        ``(n_items,)`` float64: sum of ``w_u * f_u`` over the users whose local copy holds the
+        row (for item-count-weighted averaging of item parameters).
     per_user : dict
         Only with ``keep_per_user``: ``{user: {name: delta Tensor (full shape)}}``.
+    local : list of LocalTables
+        Only with ``keep_local``: each chunk's per-user parameters after training.
     """
 
     sum_update: dict[str, Tensor]
@@ -54,7 +64,24 @@ class CohortUpdate:
     user_state: dict[str, Tensor]
     loss_sum: float
     sq_norms: np.ndarray
+    item_weight: Tensor
     per_user: dict[int, dict[str, Tensor]] = field(default_factory=dict)
+    local: list[LocalTables] = field(default_factory=list)
+
+
+@dataclass
+class LocalTables:
+    """Per-user parameters of a chunk after local training (personalised evaluation).
+
+    ``rows_key`` is ``user_pos * n_items + item`` (sorted) of the rows a user holds, ``item``
+    their values; ``dense`` is ``(n_chunk_users, ...)``; ``users`` gives each position's global id.
+    """
+
+    users: np.ndarray
+    rows_key: Tensor
+    item: dict[str, Tensor]
+    dense: dict[str, Tensor]
+    user: dict[str, Tensor]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -79,6 +106,7 @@ def train_cohort(
     weighting: str = "examples",
     proximal_mu: float = 0.0,
     keep_per_user: bool = False,
+    keep_local: bool = False,
 ) -> CohortUpdate:
     """Train ``users`` locally from ``shared`` and return the cohort's aggregate update.
 
@@ -102,11 +130,14 @@ def train_cohort(
         FedProx coefficient: adds ``mu/2 * ||w - w_global||^2`` over the user's shared rows.
     keep_per_user : bool
         Also return each user's update (tests, audits).
+    keep_local : bool
+        Also return each user's trained parameters (``LocalTables``), e.g. for evaluating
+        locally fine-tuned models.
     """
     device = resolve_device(tc.device)
     users = np.asarray(users, dtype=np.int64)
     shared_dev = {n: t.to(device=device, dtype=torch.float32) for n, t in shared.items()}
-    per_pos = 1 + tc.num_negatives if tc.loss == "bce" else tc.num_negatives
+    per_pos = examples_per_positive(tc.loss, tc.num_negatives)
     counts = np.diff(split.train_indptr)[users] * per_pos * tc.local_epochs
     sum_update = {
         n: torch.zeros(t.shape, dtype=torch.float64, device=device) for n, t in shared_dev.items()
@@ -115,6 +146,8 @@ def train_cohort(
     sq_norms = np.zeros(len(users))
     weight_sum, loss_sum = 0.0, 0.0
     per_user: dict[int, dict[str, Tensor]] = {}
+    local: list[LocalTables] = []
+    item_weight = torch.zeros(split.n_items, dtype=torch.float64, device=device)
     for lo, hi in _chunks(counts, tc.max_examples_per_chunk):
         chunk_users = users[lo:hi]
         ex = build_examples(
@@ -123,8 +156,11 @@ def train_cohort(
         state = {n: t[lo:hi][torch.from_numpy(ex.order)] for n, t in user_state.items()}
         res = _train_chunk(
             model, shared_dev, state, ex, tc, device, clip_norm, weighting, proximal_mu,
-            keep_per_user,
+            keep_per_user, keep_local,
         )
+        item_weight += res["item_weight"]
+        if keep_local:
+            local.append(res["local"])
         for n in sum_update:
             sum_update[n] += res["sum"][n]
         weight_sum += res["weight_sum"]
@@ -141,7 +177,9 @@ def train_cohort(
         new_state,
         loss_sum,
         sq_norms,
+        item_weight.cpu(),
         per_user,
+        local,
     )
 
 
@@ -168,6 +206,7 @@ def _train_chunk(
     weighting: str,
     proximal_mu: float,
     keep_per_user: bool,
+    keep_local: bool,
 ) -> dict:
     n_users = len(ex.users)
     n_items = model.n_items
@@ -212,7 +251,7 @@ def _train_chunk(
     ep_loss = torch.zeros(n_users, dtype=torch.float64, device=device)
     for e in range(len(ex.items)):
         ep_loss.zero_()
-        labels = torch.from_numpy(ex.labels[e]).to(device) if tc.loss == "bce" else None
+        labels = torch.from_numpy(ex.labels[e]).to(device) if uses_labels(tc.loss) else None
         rows_e = rows_per_epoch[e]
         for t in range(n_steps):
             a = int(np.searchsorted(neg_n_ex, -t * B, side="left"))
@@ -294,6 +333,8 @@ def _train_chunk(
             out_sum[n] = acc.index_add_(0, row_item, d.double() * scale)
         for n, d in dD.items():
             out_sum[n] = (d.double() * wf.view(-1, *([1] * (d.dim() - 1)))).sum(0)
+        item_weight = torch.zeros(n_items, dtype=torch.float64, device=device)
+        item_weight.index_add_(0, row_item, wf[row_user])
         per_user: dict[int, dict[str, Tensor]] = {}
         if keep_per_user:
             for j, u in enumerate(ex.users):
@@ -313,4 +354,9 @@ def _train_chunk(
         "state": {n: t.detach() for n, t in P.items()},
         "sq_norms": sq.cpu().numpy(),
         "per_user": per_user,
+        "item_weight": item_weight,
+        "local": LocalTables(
+            ex.users, uniq, {n: t.cpu() for n, t in T.items()}, {n: t.cpu() for n, t in D.items()},
+            {n: t.detach().cpu() for n, t in P.items()},
+        ) if keep_local else None,
     }

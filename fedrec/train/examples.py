@@ -82,6 +82,23 @@ def _train_keys(split: SplitData) -> np.ndarray:
     return _KEYS_CACHE[k]
 
 
+def examples_per_positive(loss: str, num_negatives: int) -> int:
+    """Examples generated per training positive: ``bce`` 1 + negatives, ``bpr`` one pair per
+    negative, ``mse`` (explicit ratings) the rating alone."""
+    if loss == "bce":
+        return 1 + num_negatives
+    if loss == "bpr":
+        return num_negatives
+    if loss == "mse":
+        return 1
+    raise ValueError(f"unknown loss '{loss}' (known: bce, bpr, mse)")
+
+
+def uses_labels(loss: str) -> bool:
+    """Whether examples carry labels (``bce``: 0/1, ``mse``: ratings)."""
+    return loss in ("bce", "mse")
+
+
 @dataclass
 class CohortExamples:
     """Examples of a cohort, user-contiguous, each user's block in its own shuffled order.
@@ -102,10 +119,10 @@ class CohortExamples:
     start : numpy.ndarray
         Offset of each user's block in the per-epoch arrays.
     items : list of numpy.ndarray
-        Per epoch ``(E, k)`` item ids: ``k = 1`` (BCE, with ``labels``) or ``k = 2`` (BPR:
-        positive, negative).
+        Per epoch ``(E, k)`` item ids: ``k = 1`` (BCE / MSE, with ``labels``) or ``k = 2``
+        (BPR: positive, negative).
     labels : list of numpy.ndarray
-        Per epoch ``(E,)`` float32 labels (BCE); empty arrays for BPR.
+        Per epoch ``(E,)`` float32 labels (BCE 0/1, MSE ratings); empty arrays for BPR.
     """
 
     users: np.ndarray
@@ -129,7 +146,7 @@ def build_examples(
     """Examples for ``users`` over ``epochs`` local epochs (see ``CohortExamples``)."""
     users = np.asarray(users, dtype=np.int64)
     n_pos_in = np.diff(split.train_indptr)[users]
-    per_pos = 1 + num_negatives if loss == "bce" else num_negatives
+    per_pos = examples_per_positive(loss, num_negatives)
     # training order: most examples first; ties by global id
     order = np.lexsort((users, -n_pos_in))
     users_o = users[order]
@@ -141,19 +158,24 @@ def build_examples(
     local = np.repeat(np.arange(len(users_o), dtype=np.int64), n_pos)
     pos_start = np.concatenate([[0], np.cumsum(n_pos)[:-1]]).astype(np.int64)
     offset = np.arange(total_pos, dtype=np.int64) - pos_start[local]
-    pos_items = split.train_items[split.train_indptr[users_o][local] + offset]
+    pos_index = split.train_indptr[users_o][local] + offset
+    pos_items = split.train_items[pos_index]
     g_users = users_o[local]
 
     items_e, labels_e = [], []
     for epoch in range(epochs):
-        negs = sample_negatives(split, g_users, offset, num_negatives, seed, round_, epoch)
-        if loss == "bce":
+        if loss == "mse":
+            items = pos_items[:, None]
+            labels = split.train_ratings[pos_index].astype(np.float32)
+        elif loss == "bce":
+            negs = sample_negatives(split, g_users, offset, num_negatives, seed, round_, epoch)
             cols = np.concatenate([pos_items[:, None], negs], axis=1)  # (P, 1 + nn)
             items = cols.reshape(-1, 1)
             labels = np.zeros(cols.shape, dtype=np.float32)
             labels[:, 0] = 1.0
             labels = labels.reshape(-1)
         else:
+            negs = sample_negatives(split, g_users, offset, num_negatives, seed, round_, epoch)
             items = np.stack([np.repeat(pos_items, num_negatives), negs.reshape(-1)], axis=1)
             labels = np.zeros(0, dtype=np.float32)
         ex_local = np.repeat(local, per_pos)
@@ -164,5 +186,5 @@ def build_examples(
         sort_key = (ex_local << np.int64(32)) | (h >> np.uint64(32)).astype(np.int64)
         perm = np.argsort(sort_key, kind="stable")
         items_e.append(items[perm])
-        labels_e.append(labels[perm] if loss == "bce" else labels)
+        labels_e.append(labels[perm] if uses_labels(loss) else labels)
     return CohortExamples(users_o, order, n_pos, n_ex, start, items_e, labels_e)

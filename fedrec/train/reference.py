@@ -14,7 +14,7 @@ from torch import Tensor
 from fedrec.config import TrainConfig
 from fedrec.data.schema import SplitData
 from fedrec.models.base import Recommender
-from fedrec.train.examples import build_examples
+from fedrec.train.examples import build_examples, uses_labels
 from fedrec.train.losses import example_loss
 
 
@@ -53,7 +53,7 @@ def train_user(
     )
     for e in range(tc.local_epochs):
         items_all = torch.from_numpy(ex.items[e])
-        labels_all = torch.from_numpy(ex.labels[e]) if tc.loss == "bce" else None
+        labels_all = torch.from_numpy(ex.labels[e]) if uses_labels(tc.loss) else None
         for lo in range(0, len(items_all), tc.batch_size):
             items = items_all[lo : lo + tc.batch_size]  # (b, k)
             b = len(items)

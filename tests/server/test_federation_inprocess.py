@@ -65,7 +65,7 @@ def test_run_directory_contract_and_resume(tmp_path):
     for f in ("config.json", "metrics.csv", "summary.json", "negatives.npz"):
         assert (out / f).exists(), f
     s = json.loads((out / "summary.json").read_text())
-    assert s["rounds"] == 2 and set(s["final"]) == {"hr@10", "ndcg@10"}
+    assert s["rounds"] == 2 and set(s["final"]) == {"hr@10", "ndcg@10", "recall@20", "ndcg@20-full"}
     assert s["baselines"]["popularity"]["hr@10"] > 0
     assert s["privacy"]["mode"] == "none"
     # resume: a fresh run to 4 rounds in the same directory continues from round 2
@@ -121,3 +121,23 @@ def test_user_level_dp_stops_when_budget_is_spent_and_resumes_accountant(tmp_pat
     straight, _ = run(tmp_path, "str", **{**flat, "target-epsilon": 0.0, "num-rounds": 4})
     assert full["privacy"]["epsilon"] == pytest.approx(straight["privacy"]["epsilon"], rel=1e-9)
     assert full["final"]["hr@10"] == pytest.approx(straight["final"]["hr@10"], abs=1e-6)
+
+
+def test_item_weighted_fedavg_is_cohort_independent_and_differs_from_fedavg(tmp_path):
+    a, _ = run(tmp_path, "i1", **{"strategy": "fedavg-items", "users-per-node": 1})
+    b, _ = run(tmp_path, "i8", **{"strategy": "fedavg-items", "users-per-node": 8})
+    c, _ = run(tmp_path, "f8", **{"users-per-node": 8})
+    for k in ("hr@10", "ndcg@10"):
+        assert a["final"][k] == pytest.approx(b["final"][k], abs=1e-6)
+    ca = np.genfromtxt(tmp_path / "i8" / "metrics.csv", delimiter=",", names=True)
+    cc = np.genfromtxt(tmp_path / "f8" / "metrics.csv", delimiter=",", names=True)
+    assert not np.allclose(ca["train_loss"][1:], cc["train_loss"][1:])
+
+
+def test_finetuning_and_explicit_rmse_run(tmp_path):
+    ft, _ = run(tmp_path, "ft", **{"finetune-epochs": 1, "users-per-node": 8})
+    base, _ = run(tmp_path, "nf", **{"users-per-node": 8})
+    assert ft["final"]["hr@10"] != base["final"]["hr@10"]
+    ex, _ = run(tmp_path, "ex", **{"loss": "mse", "users-per-node": 8, "num-rounds": 10,
+                                  "lr": 0.3})
+    assert 0 < ex["final"]["rmse"] < 2.0

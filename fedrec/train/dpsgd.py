@@ -1,0 +1,599 @@
+"""Per-user DP-SGD (``privacy = "sample"``), vectorised over a cohort of users.
+
+Every user runs, on its own data, exactly what opacus would run for it alone: its model is its
+private rows plus its own copy of **all** shared parameters; each step Poisson-samples its
+privacy units (one interaction with its sampled negatives, see
+:mod:`fedrec.privacy.sample_level`) with rate ``q_u = min(1, batch-size / n_u)``, computes the
+gradient of every unit, clips it (all parameters jointly) to ``C``, sums, adds ``N(0, sigma^2 C^2)``
+to **every coordinate of every parameter** (user rows, every item row, including the rows the
+user never touched, and dense parameters), divides by the expected batch size ``q_u * n_u``
+(examples) and takes an SGD step. A local epoch is ``round(1 / q_u)`` steps.
+
+Layout (mirrors :mod:`fedrec.train.cohort`): users of a chunk train together, ordered by
+decreasing number of steps so that the users still stepping are a prefix. The units sampled in
+a step are laid out as pseudo-users: unit ``i`` gets its own copy of its owner's user rows and
+dense parameters (``(A', ...)``) and its gathered item rows (``(A', m, k, ...)``), so one
+``model.score`` call and one backward give every unit's gradient of every parameter
+(per-example gradients of embeddings are just the gradients of the gathered rows: nothing of
+size batch x vocabulary is built). The squared norm of a unit's item gradient sums, per distinct
+row, the slot gradients of that row (a Gram matrix over the unit's ``m * k`` slots, masked to
+equal rows).
+
+Noise is kept sparse by two exact identities of SGD, which is linear in the noise:
+
+* **lazy noise**: a row's noise only matters when the row is read or at the end, so a row used
+  at step ``tau`` first receives the noise of the steps since it was last brought up to date in
+  one draw, ``N(0, (tau - 1 - last) * s_u^2)`` per coordinate, with ``s_u = lr * sigma * C /
+  (q_u n_u)``; the sum of independent Gaussians is one Gaussian with the summed variance, and
+  the intermediate values are never observed;
+* **end-of-round noise**: after the user's ``T_u`` steps every item row receives, in one draw,
+  the noise of the steps since it was last brought up to date: ``N(0, T_u s_u^2)`` for a row
+  the user never used (it moved by noise only), ``N(0, (T_u - last) s_u^2)`` for a used one.
+
+User rows and dense parameters are read every step and get their noise every step.
+
+All randomness is keyed per user (:mod:`fedrec.rng` streams ``DPSGD_*``): the unit sample of
+user ``u`` at step ``t`` of epoch ``e`` is ``uniform(seed, DPSGD_BATCH, round, u, e, t, unit) <
+q_u``; per-step noise is keyed by ``(seed, DPSGD_NOISE, round, u, tau, param, item, coord)``
+(a torch port of the counter-based hash, computed on the training device); the end-of-round
+draw comes from a torch generator seeded by ``(seed, DPSGD_FINAL, round, u, param)``. A user's
+update is therefore the same whatever cohort it trains in.
+
+SGD only: lazy noise is exact because SGD is linear in the noise (Adam is not).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fedrec import rng
+from fedrec.config import TrainConfig
+from fedrec.data.schema import SplitData
+from fedrec.models.base import Recommender
+from fedrec.privacy.sample_level import per_user_rates
+from fedrec.train.cohort import CohortUpdate, _chunks, resolve_device
+from fedrec.train.examples import examples_per_positive, sample_negatives, uses_labels
+from fedrec.train.losses import example_loss
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DPCohortUpdate",
+    "UserUnits",
+    "build_units",
+    "measure_step_ratio",
+    "normal_from_keys",
+    "train_cohort_dpsgd",
+    "uniform_from_keys",
+]
+
+#: Floats of per-unit dense-parameter copies materialised at once (bounds memory of big towers).
+UNIT_DENSE_BUDGET = 8_000_000
+
+
+@dataclass
+class DPCohortUpdate(CohortUpdate):
+    """:class:`CohortUpdate` plus the per-user accounting of this round.
+
+    Attributes
+    ----------
+    noise_multiplier : float
+        ``sigma`` used.
+    sample_rates : numpy.ndarray
+        ``q_u`` per user (aligned with the input ``users``).
+    steps : numpy.ndarray
+        DP-SGD steps each user took this round (``local-epochs * round(1 / q_u)``).
+    """
+
+    noise_multiplier: float = 0.0
+    sample_rates: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+# ------------------------------------------------------------------ counter-based RNG in torch
+def _signed(x: int) -> int:
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+_GOLDEN = _signed(0x9E3779B97F4A7C15)
+_M1 = _signed(0xBF58476D1CE4E5B9)
+_M2 = _signed(0x94D049BB133111EB)
+
+
+def _lshr(z: Tensor, k: int) -> Tensor:
+    """Logical right shift of int64 bit patterns."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def _mix(z: Tensor) -> Tensor:
+    """splitmix64 finaliser on int64 tensors (wrapping), bit-identical to ``fedrec.rng._mix``."""
+    z = z + _GOLDEN
+    z = (z ^ _lshr(z, 30)) * _M1
+    z = (z ^ _lshr(z, 27)) * _M2
+    return z ^ _lshr(z, 31)
+
+
+def _prefix(*keys: np.ndarray | int, device: torch.device) -> Tensor:
+    """``rng.hash64(*keys)`` as an int64 tensor (the per-user part of a key chain)."""
+    h = np.ascontiguousarray(rng.hash64(*keys)).view(np.int64)
+    return torch.from_numpy(h).to(device)
+
+
+def uniform_from_keys(prefix: Tensor, key: Tensor) -> Tensor:
+    """``rng.uniform(*prefix_keys, key)`` in torch: float64 in [0, 1), identical bits."""
+    return _lshr(_mix(prefix ^ key), 11).to(torch.float64) * (1.0 / 2**53)
+
+
+def normal_from_keys(prefix: Tensor, key: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Standard normal keyed by ``(prefix chain, key)``: Box-Muller on the two 32-bit halves of
+    one 64-bit hash (|z| <= 6.66; the rest of the Gaussian tail, 3e-11, is cut)."""
+    h = _mix(prefix ^ key)
+    u1 = (_lshr(h, 32).to(torch.float64) + 0.5) * (1.0 / 2**32)
+    u2 = (h & 0xFFFFFFFF).to(torch.float64) * (1.0 / 2**32)
+    return (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)).to(dtype)
+
+
+# ------------------------------------------------------------------ units
+@dataclass
+class UserUnits:
+    """Privacy units of a cohort, user-contiguous, users by decreasing size (ties: id).
+
+    Attributes
+    ----------
+    users : numpy.ndarray
+        Global ids in training order; ``users == input_users[order]``.
+    order : numpy.ndarray
+    n_pos : numpy.ndarray
+        Units (training positives) per user.
+    start : numpy.ndarray
+        ``(n_users + 1,)`` offsets of each user's units.
+    items : list of numpy.ndarray
+        Per epoch ``(U, m, k)`` item ids of every unit: ``m`` examples per unit, ``k`` items per
+        example (BCE/MSE ``k = 1``, BPR ``k = 2``).
+    labels : list of numpy.ndarray
+        Per epoch ``(U, m)`` float32 labels (empty for BPR).
+    """
+
+    users: np.ndarray
+    order: np.ndarray
+    n_pos: np.ndarray
+    start: np.ndarray
+    items: list[np.ndarray]
+    labels: list[np.ndarray]
+
+
+def build_units(
+    split: SplitData,
+    users: np.ndarray,
+    epochs: int,
+    num_negatives: int,
+    loss: str,
+    seed: int,
+    round_: int,
+) -> UserUnits:
+    """Units of ``users`` for ``epochs`` local epochs, with the same negatives as
+    :func:`fedrec.train.examples.build_examples` (keyed by user, epoch and position)."""
+    users = np.asarray(users, dtype=np.int64)
+    n_pos_in = np.diff(split.train_indptr)[users]
+    order = np.lexsort((users, -n_pos_in))
+    users_o, n_pos = users[order], n_pos_in[order]
+    start = np.concatenate([[0], np.cumsum(n_pos)]).astype(np.int64)
+    total = int(start[-1])
+    local = np.repeat(np.arange(len(users_o), dtype=np.int64), n_pos)
+    offset = np.arange(total, dtype=np.int64) - start[:-1][local]
+    pos_index = split.train_indptr[users_o][local] + offset
+    pos_items = split.train_items[pos_index]
+    m = examples_per_positive(loss, num_negatives)
+    items_e, labels_e = [], []
+    for epoch in range(epochs):
+        if loss == "mse":
+            items = pos_items[:, None, None]
+            labels = split.train_ratings[pos_index].astype(np.float32)[:, None]
+        else:
+            negs = sample_negatives(split, users_o[local], offset, num_negatives, seed, round_,
+                                    epoch) if total else np.zeros((0, num_negatives), np.int64)
+            if loss == "bce":
+                items = np.concatenate([pos_items[:, None], negs], axis=1)[:, :, None]
+                labels = np.zeros((total, m), dtype=np.float32)
+                labels[:, 0] = 1.0
+            else:
+                items = np.stack([np.repeat(pos_items[:, None], m, axis=1), negs], axis=2)
+                labels = np.zeros((0, m), dtype=np.float32)
+        items_e.append(np.ascontiguousarray(items, dtype=np.int64))
+        labels_e.append(labels)
+    return UserUnits(users_o, order, n_pos, start, items_e, labels_e)
+
+
+# ------------------------------------------------------------------ training
+def train_cohort_dpsgd(
+    model: Recommender,
+    shared: dict[str, Tensor],
+    user_state: dict[str, Tensor],
+    users: np.ndarray,
+    split: SplitData,
+    tc: TrainConfig,
+    seed: int,
+    round_: int,
+    *,
+    noise_multiplier: float,
+    clip_norm: float,
+    keep_per_user: bool = False,
+) -> DPCohortUpdate:
+    """Per-user DP-SGD of ``users`` from ``shared`` (see the module doc).
+
+    Parameters
+    ----------
+    model, shared, user_state, users, split, tc, seed, round_
+        As :func:`fedrec.train.cohort.train_cohort` (``tc.optimizer`` must be ``sgd``).
+    noise_multiplier : float
+        ``sigma``: noise std ``sigma * C`` on each step's sum of clipped unit gradients.
+    clip_norm : float
+        ``C``: bound on each unit's gradient (all parameters jointly).
+    keep_per_user : bool
+        Also return each user's full update (tests, audits).
+
+    Returns
+    -------
+    DPCohortUpdate
+        ``sum_update`` is weighted by training positives (FedAvg); every item row of every user
+        moved (noise), so ``item_weight`` counts every user on every row.
+    """
+    if tc.optimizer != "sgd":
+        raise ValueError(
+            f"setting 'optimizer' = {tc.optimizer!r}: privacy='sample' (DP-SGD) supports 'sgd' only"
+        )
+    if not (noise_multiplier >= 0 and math.isfinite(noise_multiplier)):
+        raise ValueError(f"noise_multiplier must be finite and >= 0, got {noise_multiplier}")
+    if not clip_norm > 0:
+        raise ValueError(f"clip_norm must be > 0, got {clip_norm}")
+    device = resolve_device(tc.device)
+    users = np.asarray(users, dtype=np.int64)
+    shared_dev = {n: t.to(device=device, dtype=torch.float32) for n, t in shared.items()}
+    per_pos = examples_per_positive(tc.loss, tc.num_negatives)
+    n_pos_all = np.diff(split.train_indptr)[users]
+    q_all, s_all = per_user_rates(n_pos_all, tc)
+    counts = n_pos_all * per_pos * tc.local_epochs
+    sum_update = {
+        n: torch.zeros(t.shape, dtype=torch.float64, device=device) for n, t in shared_dev.items()
+    }
+    new_state = {n: t.clone() for n, t in user_state.items()}
+    sq_norms = np.zeros(len(users))
+    weight_sum, loss_sum = 0.0, 0.0
+    per_user: dict[int, dict[str, Tensor]] = {}
+    for lo, hi in _chunks(counts, tc.max_examples_per_chunk):
+        un = build_units(split, users[lo:hi], tc.local_epochs, tc.num_negatives, tc.loss, seed,
+                         round_)
+        state = {n: t[lo:hi][torch.from_numpy(un.order)] for n, t in user_state.items()}
+        res = _train_chunk(model, shared_dev, state, un, tc, device, float(noise_multiplier),
+                           float(clip_norm), seed, round_, keep_per_user)
+        for n in sum_update:
+            sum_update[n] += res["sum"][n]
+        weight_sum += res["weight_sum"]
+        loss_sum += res["loss_sum"]
+        back = lo + un.order
+        for n, t in res["state"].items():
+            new_state[n][torch.from_numpy(back)] = t.to(new_state[n].dtype).cpu()
+        sq_norms[back] = res["sq_norms"]
+        per_user.update(res["per_user"])
+    return DPCohortUpdate(
+        sum_update={n: t.cpu() for n, t in sum_update.items()},
+        weight_sum=weight_sum,
+        n_users=len(users),
+        user_state=new_state,
+        loss_sum=loss_sum,
+        sq_norms=sq_norms,
+        item_weight=torch.full((model.n_items,), weight_sum, dtype=torch.float64),
+        per_user=per_user,
+        noise_multiplier=float(noise_multiplier),
+        sample_rates=q_all,
+        steps=s_all * tc.local_epochs,
+    )
+
+
+def _train_chunk(
+    model: Recommender,
+    shared: dict[str, Tensor],
+    state: dict[str, Tensor],
+    un: UserUnits,
+    tc: TrainConfig,
+    device: torch.device,
+    sigma: float,
+    clip: float,
+    seed: int,
+    round_: int,
+    keep_per_user: bool,
+) -> dict:
+    n_users, n_items = len(un.users), model.n_items
+    specs = model.specs()
+    pidx = {s.name: i for i, s in enumerate(specs)}  # parameter index: a key of the noise
+    item_names = [s.name for s in specs if s.kind == "item"]
+    dense_names = [s.name for s in specs if s.kind == "dense"]
+    user_names = [s.name for s in specs if s.kind == "user"]
+    lr, wd = tc.lr, tc.weight_decay
+    m = examples_per_positive(tc.loss, tc.num_negatives)
+    k = un.items[0].shape[2] if un.items else 1
+    labelled = uses_labels(tc.loss)
+
+    q, steps = per_user_rates(un.n_pos, tc)  # steps per epoch: non-increasing along users
+    qn = np.minimum(tc.batch_size, np.maximum(un.n_pos * m, 1)).astype(np.float64)  # q_u n_u
+    qn = np.where(un.n_pos > 0, qn, 1.0)
+    s_step = lr * sigma * clip / qn  # std of one step's noise on a parameter (per coordinate)
+    q_t = torch.from_numpy(q).to(device)
+    lr_qn = torch.from_numpy(lr / qn).to(device=device, dtype=torch.float32)
+    s_t = torch.from_numpy(s_step).to(device=device, dtype=torch.float32)
+    n_active = [int((steps > t).sum()) for t in range(int(steps.max()) if n_users else 0)]
+
+    # units -> owner / position; local rows = distinct (user, item) pairs over all epochs
+    unit_owner_np = np.repeat(np.arange(n_users, dtype=np.int64), un.n_pos)
+    unit_owner = torch.from_numpy(unit_owner_np).to(device)
+    unit_pos = torch.from_numpy(
+        np.arange(len(unit_owner_np), dtype=np.int64) - un.start[:-1][unit_owner_np]
+    ).to(device)
+    keys = np.concatenate(
+        [(unit_owner_np[:, None, None] * n_items + it).reshape(-1) for it in un.items]
+    ) if un.items else np.zeros(0, np.int64)
+    uniq, inverse = torch.unique(torch.from_numpy(keys), sorted=True, return_inverse=True)
+    row_user = (uniq // n_items).to(device)
+    row_item = (uniq % n_items).to(device)
+    row_end = torch.searchsorted(row_user, torch.arange(n_users, device=device), right=True)
+    n_u = len(unit_owner_np)
+    rows_e = [inverse[e * n_u * m * k : (e + 1) * n_u * m * k].view(n_u, m, k).to(device)
+              for e in range(len(un.items))]
+    labels_e = [torch.from_numpy(lab).to(device) for lab in un.labels] if labelled else None
+
+    P = {n: state[n].to(device=device, dtype=torch.float32).clone() for n in user_names}
+    T0 = {n: shared[n][row_item] for n in item_names}
+    T = {n: t.clone() for n, t in T0.items()}
+    D0 = {n: shared[n] for n in dense_names}
+    D = {n: t.unsqueeze(0).expand(n_users, *t.shape).clone() for n, t in D0.items()}
+    last = torch.zeros(len(uniq), dtype=torch.int64, device=device)  # steps of noise applied
+    row_size = {n: int(np.prod(T[n].shape[1:])) for n in item_names}
+    dense_size = sum(int(np.prod(D0[n].shape)) for n in dense_names) + sum(
+        int(np.prod(P[n].shape[1:])) for n in user_names)
+    unit_chunk = max(1, UNIT_DENSE_BUDGET // max(dense_size, 1))
+
+    ep_loss = torch.zeros(n_users, dtype=torch.float64, device=device)
+    ep_cnt = torch.zeros(n_users, dtype=torch.float64, device=device)
+    users_g = un.users
+    for e in range(len(un.items)):
+        ep_loss.zero_()
+        ep_cnt.zero_()
+        for t, a in enumerate(n_active):
+            tau_np = e * steps[:a] + t + 1  # each active user's step number in this round
+            tau = torch.from_numpy(tau_np).to(device)
+            # Poisson sample of each active user's units
+            n_units = int(un.start[a])
+            pre = _prefix(seed, rng.DPSGD_BATCH, round_, users_g[:a], e, t, device=device)
+            owner_all = unit_owner[:n_units]
+            u = uniform_from_keys(pre[owner_all], unit_pos[:n_units])
+            sel = torch.nonzero(u < q_t[owner_all]).squeeze(1)
+            owner = unit_owner[sel]
+            r = rows_e[e][sel]  # (A', m, k) local rows
+            # lazy noise: bring the rows read this step up to date
+            if sigma > 0 and r.numel():
+                rows = torch.unique(r.reshape(-1))
+                own = row_user[rows]
+                cnt = tau[own] - 1 - last[rows]
+                std = cnt.to(torch.float32).sqrt() * s_t[own]
+                for n in item_names:
+                    pre_n = _prefix(seed, rng.DPSGD_NOISE, round_, users_g[:a], tau_np, pidx[n],
+                                    device=device)
+                    size = row_size[n]
+                    key = row_item[rows, None] * size + torch.arange(size, device=device)
+                    z = normal_from_keys(pre_n[own][:, None], key).view(T[n][rows].shape)
+                    T[n][rows] += std.view(-1, *[1] * (z.dim() - 1)) * z
+                last[rows] = tau[own] - 1
+            # per-unit gradients, clipped, summed per user
+            g_user = {n: torch.zeros_like(P[n][:a]) for n in user_names}
+            g_dense = {n: torch.zeros_like(D[n][:a]) for n in dense_names}
+            item_upd: list[tuple[Tensor, dict[str, Tensor]]] = []
+            for c0 in range(0, len(sel), unit_chunk):
+                part = slice(c0, c0 + unit_chunk)
+                res = _unit_grads(model, P, T, D, owner[part], r[part],
+                                  labels_e[e][sel[part]] if labelled else None, tc.loss, wd)
+                f = torch.clamp(clip / res["sq"].sqrt(), max=1.0)  # sq = 0 -> inf -> 1
+                for n in user_names:
+                    g_user[n].index_add_(0, owner[part], _bcast(f, res["user"][n]))
+                for n in dense_names:
+                    g_dense[n].index_add_(0, owner[part], _bcast(f, res["dense"][n]))
+                scale = f * lr_qn[owner[part]]
+                item_upd.append((r[part].reshape(-1), {
+                    n: (_bcast(scale, res["item"][n])).reshape(-1, *T[n].shape[1:])
+                    for n in item_names}))
+                ep_loss.index_add_(0, owner[part], res["loss"].double())
+                ep_cnt.index_add_(0, owner[part], torch.full_like(res["loss"], m).double())
+            # SGD step with noise on the user's user rows and dense copy
+            with torch.no_grad():
+                for n in user_names + dense_names:
+                    X = P[n] if n in P else D[n]
+                    g = g_user[n] if n in g_user else g_dense[n]
+                    if sigma > 0:
+                        pre_n = _prefix(seed, rng.DPSGD_NOISE, round_, users_g[:a], tau_np,
+                                        pidx[n], device=device)
+                        size = int(np.prod(X.shape[1:]))
+                        z = normal_from_keys(pre_n[:, None], torch.arange(size, device=device))
+                        g = g + (sigma * clip) * z.view(g.shape)
+                    step = _bcast(lr_qn[:a], g)
+                    if wd and n in P:  # public regulariser of the user's own rows
+                        step = step + (2 * wd * lr) * X[:a]
+                    X[:a] -= step
+                for rows_flat, grads in item_upd:
+                    for n in item_names:
+                        T[n].index_add_(0, rows_flat, grads[n], alpha=-1.0)
+
+    # End of round: every row gets the noise of the steps since it was last brought up to date.
+    with torch.no_grad():
+        n_pos_t = torch.from_numpy(un.n_pos.astype(np.float64)).to(device)
+        total_steps = steps * len(un.items)
+        sq = torch.zeros(n_users, dtype=torch.float64, device=device)
+        out_sum = {n: torch.zeros((n_items, *T[n].shape[1:]), dtype=torch.float64,
+                                  device=device) for n in item_names}
+        per_user: dict[int, dict[str, Tensor]] = {}
+        row_start = torch.cat([torch.zeros(1, dtype=row_end.dtype, device=device), row_end[:-1]])
+        bounds = torch.stack([row_start, row_end], 1).cpu().tolist()
+        for j in range(n_users):
+            lo, hi = bounds[j]
+            items_j = row_item[lo:hi]
+            upd_j: dict[str, Tensor] = {}
+            for n in item_names:
+                shape = (n_items, *T[n].shape[1:])
+                delta = torch.zeros(shape, dtype=torch.float64, device=device)
+                if sigma > 0:
+                    gen = torch.Generator(device=device)
+                    gen.manual_seed(int(rng.hash64(seed, rng.DPSGD_FINAL, round_, int(users_g[j]),
+                                                   pidx[n])) & ((1 << 63) - 1))
+                    z = torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
+                    cnt = torch.full((n_items,), float(total_steps[j]), device=device)
+                    cnt[items_j] = (int(total_steps[j]) - last[lo:hi]).to(torch.float32)
+                    delta += _bcast(cnt.sqrt() * float(s_step[j]), z).double()
+                delta[items_j] += (T[n][lo:hi] - T0[n][lo:hi]).double()
+                sq[j] += delta.pow(2).sum()
+                out_sum[n] += float(un.n_pos[j]) * delta
+                if keep_per_user:
+                    upd_j[n] = delta.cpu()
+            for n in dense_names:
+                d = (D[n][j] - D0[n]).double()
+                sq[j] += d.pow(2).sum()
+                if keep_per_user:
+                    upd_j[n] = d.cpu()
+            if keep_per_user:
+                per_user[int(users_g[j])] = upd_j
+        for n in dense_names:
+            d = (D[n] - D0[n].unsqueeze(0)).double()
+            out_sum[n] = _bcast(n_pos_t, d).sum(0)
+    mean_loss = torch.where(ep_cnt > 0, ep_loss / ep_cnt.clamp_min(1.0), torch.zeros_like(ep_loss))
+    return {
+        "sum": out_sum,
+        "weight_sum": float(un.n_pos.sum()),
+        "loss_sum": float(mean_loss.sum()),
+        "state": {n: t.detach() for n, t in P.items()},
+        "sq_norms": sq.cpu().numpy(),
+        "per_user": per_user,
+    }
+
+
+def _bcast(v: Tensor, x: Tensor) -> Tensor:
+    """``v[:, None, ...] * x`` for a per-row vector ``v``."""
+    return v.view(-1, *[1] * (x.dim() - 1)).to(x.dtype) * x
+
+
+def _unit_grads(
+    model: Recommender,
+    P: dict[str, Tensor],
+    T: dict[str, Tensor],
+    D: dict[str, Tensor],
+    owner: Tensor,
+    r: Tensor,
+    labels: Tensor | None,
+    loss: str,
+    wd: float,
+) -> dict:
+    """Gradient of every unit's loss w.r.t. every parameter, and each unit's squared norm.
+
+    Units are laid out as pseudo-users: unit ``i`` has its own copy of its owner's user rows
+    (``(A', 1, ...)``) and dense parameters (``(A', ...)``) and its gathered item rows
+    (``(A', m, k, ...)``), so the gradients of these leaves are per-unit gradients.
+    """
+    n_units, m, k = r.shape
+    u_leaf = {n: P[n][owner].detach().requires_grad_() for n in P}
+    i_leaf = {n: T[n][r].detach().requires_grad_() for n in T}
+    d_leaf = {n: D[n][owner].detach().requires_grad_() for n in D}
+    if n_units == 0:
+        zero = torch.zeros(0, device=r.device)
+        return {"user": {n: x.detach() for n, x in u_leaf.items()},
+                "dense": {n: x.detach() for n, x in d_leaf.items()},
+                "item": {n: x.detach() for n, x in i_leaf.items()}, "sq": zero, "loss": zero}
+    scores = [
+        model.score({n: x.unsqueeze(1) for n, x in u_leaf.items()},
+                    {n: x[:, :, c] for n, x in i_leaf.items()}, d_leaf)
+        for c in range(k)
+    ]
+    per_ex = example_loss(loss, scores, labels)  # (A', m)
+    if wd:
+        per_ex = per_ex + wd * sum(x.pow(2).reshape(n_units, m, -1).sum(-1)
+                                   for x in i_leaf.values())
+    per_ex.sum().backward()
+    with torch.no_grad():
+        sq = torch.zeros(n_units, device=r.device)
+        for x in [*u_leaf.values(), *d_leaf.values()]:
+            sq += x.grad.pow(2).reshape(n_units, -1).sum(1)
+        # item rows: slots of the same row within a unit add up before the norm
+        flat_r = r.reshape(n_units, m * k)
+        same = (flat_r[:, :, None] == flat_r[:, None, :]).to(sq.dtype)
+        for x in i_leaf.values():
+            g = x.grad.reshape(n_units, m * k, -1)
+            sq += (torch.bmm(g, g.transpose(1, 2)) * same).sum((1, 2))
+        sq.clamp_(min=0.0)
+    return {
+        "user": {n: x.grad for n, x in u_leaf.items()},
+        "dense": {n: x.grad for n, x in d_leaf.items()},
+        "item": {n: x.grad for n, x in i_leaf.items()},
+        "sq": sq,
+        "loss": per_ex.detach().sum(1),
+    }
+
+
+# ------------------------------------------------------------------ cost measurement
+def measure_step_ratio(
+    n_users: int = 1000,
+    n_items: int = 500,
+    mean_interactions: int = 40,
+    model_name: str = "mf",
+    dim: int = 32,
+    batch_size: int = 64,
+    repeats: int = 2,
+    device: str = "cpu",
+) -> dict[str, float]:
+    """Wall time of one DP-SGD step against one non-private step (same data, SGD).
+
+    Not a test (timing). Both trainers run one local epoch of the whole synthetic population
+    as one cohort; the time per *user step* (a user's batch) is compared, since DP-SGD takes
+    ``round(n_u / B)`` steps per epoch where the plain trainer takes ``ceil(n_u / B)``.
+
+    Returns
+    -------
+    dict
+        ``{"plain_s", "dp_s", "plain_user_steps", "dp_user_steps", "ratio_per_step",
+        "ratio_per_epoch"}``.
+    """
+    from fedrec.data.prepare import prepare_split
+    from fedrec.models.registry import build_model
+    from fedrec.train.cohort import train_cohort
+
+    split = prepare_split("synthetic", "loo", None, 0, 99, {
+        "n_users": n_users, "n_items": n_items, "mean_interactions": mean_interactions})
+    model = build_model(model_name, n_users=split.n_users, n_items=split.n_items, dim=dim)
+    shared = model.init_shared(0)
+    users = np.arange(split.n_users)
+    state = model.init_users(users, 0)
+    tc = TrainConfig(batch_size=batch_size, optimizer="sgd", device=device)
+    n_ex = np.diff(split.train_indptr) * examples_per_positive(tc.loss, tc.num_negatives)
+    plain_steps = int(np.ceil(n_ex / batch_size).sum())
+    dp_steps = int(per_user_rates(np.diff(split.train_indptr), tc)[1].sum())
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    plain = best(lambda: train_cohort(model, shared, state, users, split, tc, 0, 1))
+    dp = best(lambda: train_cohort_dpsgd(model, shared, state, users, split, tc, 0, 1,
+                                         noise_multiplier=1.0, clip_norm=1.0))
+    return {
+        "plain_s": plain,
+        "dp_s": dp,
+        "plain_user_steps": plain_steps,
+        "dp_user_steps": dp_steps,
+        "ratio_per_step": (dp / dp_steps) / (plain / plain_steps),
+        "ratio_per_epoch": dp / plain,
+    }
