@@ -217,12 +217,19 @@ def _ratio(num: float | None, den: float | None) -> float | None:
 
 
 # --------------------------------------------------------------------------- workers
+_HOP = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
+
+
 def _run_worker(kind: str, args: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     """Run ``_worker_<kind>(args)`` in a fresh Python process and return its JSON result."""
     with tempfile.TemporaryDirectory(prefix="fedrec-speed-") as tmp:
         out = Path(tmp) / "result.json"
+        # Start the worker through a tiny intermediate interpreter: Linux folds the RSS of the
+        # process calling exec into the new program's ru_maxrss, so a worker exec'd directly
+        # from this (large) process would report our peak RSS as its own.
         cmd = [
-            sys.executable, str(Path(__file__).resolve()), "--worker", kind,
+            sys.executable, "-c", _HOP, sys.executable, str(Path(__file__).resolve()),
+            "--worker", kind,
             "--worker-args", json.dumps(args), "--worker-out", str(out),
             "--threads", str(torch.get_num_threads()),
         ]
@@ -472,7 +479,9 @@ def section_flower_per_user(
         "stat": "round 2 of one run, scaled",
         "note": (f"users-per-node=1 Ray simulation of {res['users']} synthetic users "
                  f"({split.n_items} items, {sub_mean:.0f} train positives/user vs "
-                 f"{mean_pos:.0f}), round 2 x {scale:.1f} (linear in user count)"),
+                 f"{mean_pos:.0f}), round 2 x {scale:.1f} (linear in user count; "
+                 f"{res['seconds'] * split.n_train / res['train_positives']:.1f}s if scaled "
+                 "by examples)"),
     }
 
 

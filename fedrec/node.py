@@ -22,7 +22,9 @@ from fedrec.eval.sampled import evaluate_local, evaluate_users
 from fedrec.models.base import Recommender
 from fedrec.models.registry import build_model
 from fedrec.params import check_shared, to_numpy, to_torch
+from fedrec.privacy import sample_level
 from fedrec.train.cohort import train_cohort
+from fedrec.train.dpsgd import train_cohort_dpsgd
 
 log = logging.getLogger(__name__)
 
@@ -95,18 +97,29 @@ def train_round(
     check_shared(shared, model, "train message")
     sampled = participants(users, cfg.fed.fraction_train, cfg.run.seed, round_)
     base = {n: np.asarray(a, dtype=np.float64) for n, a in shared.items()}
+    sample_dp = cfg.privacy.privacy == "sample"  # per-user DP-SGD; report the worst user
+    sigma = sample_level.resolve_noise_multiplier(cfg, split) if sample_dp else 0.0
+    dp_metrics = (sample_level.epsilon_metrics(cfg, split, users, round_, sigma) if sample_dp
+                  else {})
     if len(sampled) == 0:
         if cfg.fed.strategy == ITEM_WEIGHTED:
             base[ITEM_WEIGHT_KEY] = np.zeros(split.n_items)
-        return TrainReply(base, 0.0, {"loss-sum": 0.0, "users": 0.0}), state
+        return TrainReply(base, 0.0, {"loss-sum": 0.0, "users": 0.0, **dp_metrics}), state
     idx = torch.from_numpy(np.searchsorted(users, sampled))
     user_dp = cfg.privacy.privacy == "user"
-    upd = train_cohort(
-        model, to_torch(shared), {n: t[idx] for n, t in state.items()}, sampled, split,
-        cfg.train, cfg.run.seed, round_, proximal_mu=cfg.fed.proximal_mu,
-        clip_norm=cfg.privacy.clip_norm if user_dp else None,
-        weighting="equal" if user_dp else "examples",
-    )
+    if sample_dp:
+        upd = train_cohort_dpsgd(
+            model, to_torch(shared), {n: t[idx] for n, t in state.items()}, sampled, split,
+            cfg.train, cfg.run.seed, round_, noise_multiplier=sigma,
+            clip_norm=cfg.privacy.clip_norm,
+        )
+    else:
+        upd = train_cohort(
+            model, to_torch(shared), {n: t[idx] for n, t in state.items()}, sampled, split,
+            cfg.train, cfg.run.seed, round_, proximal_mu=cfg.fed.proximal_mu,
+            clip_norm=cfg.privacy.clip_norm if user_dp else None,
+            weighting="equal" if user_dp else "examples",
+        )
     new_state = {n: t.clone() for n, t in state.items()}
     for n, t in upd.user_state.items():
         new_state[n][idx] = t
@@ -119,7 +132,7 @@ def train_round(
             avg[s.name] = np.asarray(base[s.name] + np.where(wr > 0, d / np.maximum(wr, 1e-300),
                                                                 0.0))
         avg[ITEM_WEIGHT_KEY] = w
-    metrics = {"loss-sum": upd.loss_sum, "users": float(upd.n_users)}
+    metrics = {"loss-sum": upd.loss_sum, "users": float(upd.n_users), **dp_metrics}
     return TrainReply(avg, upd.weight_sum, metrics), new_state
 
 

@@ -33,6 +33,7 @@ from fedrec.eval.sampled import evaluate_item_scores, means
 from fedrec.models.popularity import popularity_scores
 from fedrec.node import load_split, make_model
 from fedrec.params import check_shared, to_numpy
+from fedrec.privacy.sample_level import SampleLevelPrivacy
 from server.privacy import UserLevelDP
 from server.strategies import build_strategy, sum_metrics
 
@@ -78,6 +79,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
 
     arrays = to_numpy(model.init_shared(cfg.run.seed))
     dp = UserLevelDP(cfg, split.n_users) if cfg.privacy.privacy == "user" else None
+    sdp = SampleLevelPrivacy(cfg, split) if cfg.privacy.privacy == "sample" else None
     rows: list[dict[str, Any]] = []
     start = 1
     ckpts = checkpoint.round_files(out / CKPT_DIR)
@@ -95,6 +97,8 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
         rows = ck["rows"]
         if dp is not None:
             dp.accountant.load_state_dict(ck["dp"])
+        if sdp is not None:
+            sdp.load_state_dict(ck["sdp"])
         start = last + 1
         log.info("resuming %s from round %d", out, last)
     elif not cfg.run.resume:
@@ -106,6 +110,8 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     rundir.save_negatives(out / "negatives.npz", split)
     popularity = evaluate_item_scores(popularity_scores(split), split)
     flat = cfg.to_flat()
+    if sdp is not None:  # every node trains with the calibrated DP-SGD noise multiplier
+        flat["noise-multiplier"] = sdp.sigma
     log.info(
         "%s: %d users, %d items, %d train interactions; %d nodes; popularity HR@10 %.4f "
         "NDCG@10 %.4f", split.name, split.n_users, split.n_items, split.n_train, n_nodes,
@@ -116,6 +122,10 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     for r in range(start, n_rounds + 1):
         if dp is not None and dp.exhausted():
             stopped = f"privacy budget: round {r} would exceed epsilon {dp.target:g}"
+            log.info("stopping: %s", stopped)
+            break
+        if sdp is not None and sdp.exhausted(r):
+            stopped = f"privacy budget: round {r} would exceed epsilon {sdp.target:g}"
             log.info("stopping: %s", stopped)
             break
         t0 = time.time()
@@ -137,6 +147,9 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
         if dp is not None:
             eps = dp.epsilon()
             row["epsilon"], row["epsilon_rdp"] = eps["prv"], eps["rdp"]
+        if sdp is not None:  # worst user over all nodes: max of the nodes' worst users
+            eps = sdp.observe(r, [m.content["metrics"] for m in replies])
+            row["epsilon"], row["epsilon_rdp"] = eps["prv"], eps["rdp"]
         if r % cfg.fed.eval_every == 0 or r == n_rounds:
             row.update(_evaluate(grid, strategy, r, arrays, flat, cfg.fed.timeout))
         row["round_s"] = time.time() - t0
@@ -153,6 +166,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
                 "rows": rows,
                 "config": _identity(cfg),
                 "dp": dp.accountant.state_dict() if dp is not None else None,
+                "sdp": sdp.state_dict() if sdp is not None else None,
             },
         )
         checkpoint.prune(out / CKPT_DIR, keep=2)
@@ -173,8 +187,8 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
         "rounds": len(rows),
         "final": {k: final[k] for k in EVAL_FIELDS if final.get(k, "") != ""},
         "baselines": {"popularity": popularity},
-        "privacy": dp.summary() if dp is not None else {"mode": cfg.privacy.privacy,
-                                                        "epsilon": None, "delta": None},
+        "privacy": dp.summary() if dp is not None else sdp.summary() if sdp is not None else {
+            "mode": cfg.privacy.privacy, "epsilon": None, "delta": None},
         "stopped": stopped,
         "timing": {
             "total_s": time.time() - t_start,

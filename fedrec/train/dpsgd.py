@@ -387,7 +387,8 @@ def _train_chunk(
                                     device=device)
                     size = row_size[n]
                     key = row_item[rows, None] * size + torch.arange(size, device=device)
-                    z = normal_from_keys(pre_n[own][:, None], key).view(T[n][rows].shape)
+                    z = normal_from_keys(pre_n[own][:, None], key)
+                    z = z.view(len(rows), *T[n].shape[1:])
                     T[n][rows] += std.view(-1, *[1] * (z.dim() - 1)) * z
                 last[rows] = tau[own] - 1
             # per-unit gradients, clipped, summed per user
@@ -444,20 +445,22 @@ def _train_chunk(
             upd_j: dict[str, Tensor] = {}
             for n in item_names:
                 shape = (n_items, *T[n].shape[1:])
-                delta = torch.zeros(shape, dtype=torch.float64, device=device)
-                if sigma > 0:
+                if sigma > 0:  # N(0, (T_u - last) s_u^2): last = 0 for rows never read
                     gen = torch.Generator(device=device)
                     gen.manual_seed(int(rng.hash64(seed, rng.DPSGD_FINAL, round_, int(users_g[j]),
                                                    pidx[n])) & ((1 << 63) - 1))
-                    z = torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
-                    cnt = torch.full((n_items,), float(total_steps[j]), device=device)
-                    cnt[items_j] = (int(total_steps[j]) - last[lo:hi]).to(torch.float32)
-                    delta += _bcast(cnt.sqrt() * float(s_step[j]), z).double()
-                delta[items_j] += (T[n][lo:hi] - T0[n][lo:hi]).double()
-                sq[j] += delta.pow(2).sum()
-                out_sum[n] += float(un.n_pos[j]) * delta
+                    delta = torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
+                    delta.mul_(math.sqrt(total_steps[j]) * float(s_step[j]))
+                    ratio = ((int(total_steps[j]) - last[lo:hi]) / float(total_steps[j])).sqrt()
+                    delta[items_j] *= ratio.view(-1, *[1] * (delta.dim() - 1)).float()
+                else:
+                    delta = torch.zeros(shape, device=device)
+                delta[items_j] += T[n][lo:hi] - T0[n][lo:hi]
+                flat = delta.reshape(-1)
+                sq[j] += torch.dot(flat, flat).double()
+                out_sum[n].add_(delta, alpha=float(un.n_pos[j]))
                 if keep_per_user:
-                    upd_j[n] = delta.cpu()
+                    upd_j[n] = delta.double().cpu()
             for n in dense_names:
                 d = (D[n][j] - D0[n]).double()
                 sq[j] += d.pow(2).sum()
@@ -505,11 +508,6 @@ def _unit_grads(
     u_leaf = {n: P[n][owner].detach().requires_grad_() for n in P}
     i_leaf = {n: T[n][r].detach().requires_grad_() for n in T}
     d_leaf = {n: D[n][owner].detach().requires_grad_() for n in D}
-    if n_units == 0:
-        zero = torch.zeros(0, device=r.device)
-        return {"user": {n: x.detach() for n, x in u_leaf.items()},
-                "dense": {n: x.detach() for n, x in d_leaf.items()},
-                "item": {n: x.detach() for n, x in i_leaf.items()}, "sq": zero, "loss": zero}
     scores = [
         model.score({n: x.unsqueeze(1) for n, x in u_leaf.items()},
                     {n: x[:, :, c] for n, x in i_leaf.items()}, d_leaf)

@@ -153,6 +153,33 @@ def test_fedavgm_momentum_accumulates_pseudo_gradients() -> None:
     np.testing.assert_allclose(second["b"], 0.12, atol=1e-12)
 
 
+def test_fedavg_items_averages_each_item_row_over_the_users_holding_it() -> None:
+    # Prepare: MF's shared params (item rows item_emb, item_bias; dense bias). Nodes reply
+    # their own row averages plus the users' weight per row ('item-weight').
+    strategy = strategy_for("fedavg-items", model="mf")
+    base = {"item_emb": np.array([[0.0], [0.0], [5.0]]), "item_bias": np.array([0.0, 0.0, 7.0]),
+            "bias": np.array(0.0)}
+    strategy.configure_train(1, ArrayRecord({k: Array(v) for k, v in base.items()}),
+                             ConfigRecord({}), ThreeNodeGrid())
+    replies = [
+        reply(2.0, item_emb=[[2.0], [0.0], [5.0]], item_bias=[1.0, 0.0, 7.0], bias=1.0,
+              **{"item-weight": [2.0, 0.0, 0.0]}),
+        reply(6.0, item_emb=[[-1.0], [4.0], [5.0]], item_bias=[4.0, 2.0, 7.0], bias=-1.0,
+              **{"item-weight": [1.0, 3.0, 0.0]}),
+    ]
+
+    # Execute
+    out = arrays_of(strategy.aggregate_train(1, replies)[0])
+
+    # Assert: row 0 (2 * 1 + 1 * 4) / 3 = 2, row 1 (3 * 2) / 3 = 2, row 2 untouched keeps 7
+    np.testing.assert_allclose(out["item_bias"], [2.0, 2.0, 7.0], atol=1e-12)
+    # item_emb: row 0 (2 * 2 + 1 * (-1)) / 3 = 1, row 1 (3 * 4) / 3 = 4, row 2 keeps 5
+    np.testing.assert_allclose(out["item_emb"], [[1.0], [4.0], [5.0]], atol=1e-12)
+    # dense bias weighted by num-examples: (2 * 1 + 6 * (-1)) / 8 = -0.5
+    np.testing.assert_allclose(out["bias"], -0.5, atol=1e-12)
+    assert set(out) == set(base)  # the weights are not part of the model
+
+
 # ------------------------------------------------------------------------- FedOpt family
 def test_fedadam_moments_eta_and_tau_over_two_rounds() -> None:
     # Prepare: eta = server-lr = 0.1; Flower's defaults beta1 0.9, beta2 0.99, tau 1e-3

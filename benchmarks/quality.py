@@ -1,0 +1,805 @@
+"""Quality benchmark: HR@10 / NDCG@10 of popularity, central and federated recommenders.
+
+    python benchmarks/quality.py [--data-dir DIR] [--out DIR] [--seeds 0,1,2] [--rounds N]
+                                 [--epochs N] [--quick] [--only PATTERN] [--jobs N]
+                                 [--validation] [--list]
+
+A matrix of cells ``dataset x method x seed``:
+
+- datasets: ML-1M with the NCF paper's test items and negatives (``ml-1m``, split ``ncf``)
+  and ML-100K leave-one-out with 99 seeded negatives (``ml-100k``);
+- methods: the popularity baseline; central training of the same model code
+  (``train_central``; the metrics of the **last** epoch are reported, no epoch is selected on
+  the test items); NeuMF with GMF/MLP pre-training (``fedrec.models.pretrain``); federated
+  runs (model x strategy) from ``simulations/configs/*.toml``.
+
+Federated cells run the real ServerApp loop and ClientApp handlers (``server.loop
+.run_federation`` + ``clients.app``) on the in-process Grid of the tests (``--engine
+inprocess``, default: no Ray start-up, one process) or on Flower's simulation engine
+(``--engine ray``, ``simulations.launch.run``); both execute identical training code.
+
+Every cell writes a run directory ``OUT/quality-runs/<dataset>/<method>/seed<k>/`` and is
+finished when its ``summary.json`` is there (with at least the requested rounds / epochs):
+finished cells are skipped, so an interrupted benchmark resumes (a federated cell asked for
+more rounds continues from its last checkpoint). Outputs: ``quality.md`` (table, mean ± std
+over seeds), ``quality.png`` (HR@10 per round / epoch, mean over seeds) and ``quality.json``
+(everything). ``--validation`` carves a validation item per user from the training data and
+evaluates on it instead of the test items (for tuning; outputs ``quality-validation.*``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import csv
+import dataclasses
+import fnmatch
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+log = logging.getLogger("fedrec.bench.quality")
+
+CONFIGS = ROOT / "simulations" / "configs"
+DEFAULT_OUT = ROOT / "benchmarks" / "results"
+METRICS = ("hr@10", "ndcg@10")
+
+
+# ----------------------------------------------------------------------------- the matrix
+@dataclass(frozen=True)
+class Dataset:
+    """One evaluation protocol.
+
+    Attributes
+    ----------
+    key : str
+        Short name used in cell ids and run directories.
+    label : str
+        Human-readable description for the table.
+    flat : dict
+        Settings selecting the data (``dataset``, ``split`` ...).
+    """
+
+    key: str
+    label: str
+    flat: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the table.
+
+    Attributes
+    ----------
+    name : str
+        Short name used in cell ids (``fed-mf-fedavg``).
+    label : str
+        Description for the table.
+    kind : {"popularity", "central", "pretrain", "federated"}
+    steps : int
+        Epochs (central), NeuMF-stage epochs (pretrain) or rounds (federated).
+    config : str
+        Config file under ``simulations/configs`` (federated; "" for none).
+    flat : dict
+        Settings on top of the config file (and of the dataset's settings).
+    part_epochs : int
+        Pretrain only: epochs of the GMF and of the MLP stage.
+    reference : str
+        Published HR@10 / NDCG@10 on ML-1M (99 negatives) for comparison, if any.
+    """
+
+    name: str
+    label: str
+    kind: str
+    steps: int = 0
+    config: str = ""
+    flat: dict[str, Any] = field(default_factory=dict)
+    part_epochs: int = 0
+    reference: str = ""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run: dataset x method x seed."""
+
+    dataset: Dataset
+    method: Method
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.dataset.key}/{self.method.name}/seed{self.seed}"
+
+
+# Central training: the NCF paper's protocol (4 negatives per positive, Adam, lr 0.001,
+# mini-batches over all users; the paper tuned the batch size in {128, 256, 512, 1024}).
+CENTRAL = {"num-negatives": 4, "optimizer": "adam", "lr": 0.001, "batch-size": 256,
+           "init-std": 0.01}
+# NeuMF at 8 predictive factors as in the NCF paper: GMF 8, MLP embeddings 32, tower 64-32-16-8.
+NEUMF_DIM = 8
+
+
+def ml1m_methods() -> list[Method]:
+    """Rows on ML-1M (NCF split); sized so that the whole matrix fits ~1 h on 2 idle cores."""
+    return [
+        Method("popularity", "Popularity (training counts)", "popularity"),
+        Method("central-mf", "Central MF (dim 32)", "central", steps=10,
+               flat={**CENTRAL, "model": "mf", "dim": 32}),
+        Method("central-neumf", f"Central NeuMF (dim {NEUMF_DIM}, no pre-training)", "central",
+               steps=10, flat={**CENTRAL, "model": "neumf", "dim": NEUMF_DIM},
+               reference=".701 / .425"),
+        Method("central-neumf-pre", f"Central NeuMF (dim {NEUMF_DIM}, GMF+MLP pre-trained)",
+               "pretrain", steps=3, part_epochs=6,
+               flat={**CENTRAL, "model": "neumf", "dim": NEUMF_DIM, "lr": 0.001},
+               reference=".726 / .445"),
+        Method("fed-mf-fedavg", "FedMF: MF, FedAvg (fedmf.toml)", "federated", steps=20,
+               config="fedmf.toml", reference=".652-.675 / .381-.394"),
+        Method("fed-neumf-fedavg", "FedNCF: NeuMF, FedAvg (fedncf.toml)", "federated", steps=10,
+               config="fedncf.toml", reference=".606-.658 / .333-.387"),
+        Method("fed-pfedrec", "PFedRec: private head, FedAvg, fine-tune (ml1m_ncf_pfedrec.toml)",
+               "federated", steps=20, config="ml1m_ncf_pfedrec.toml", reference=".733 / .444"),
+    ]
+
+
+def ml100k_methods() -> list[Method]:
+    """Rows on ML-100K leave-one-out: every strategy on MF, plus the NCF models."""
+    nodes = {"users-per-node": 64}  # 15 nodes: robust rules (median, Krum) need several
+    rows = [
+        Method("popularity", "Popularity (training counts)", "popularity"),
+        Method("central-mf", "Central MF (dim 32)", "central", steps=20,
+               flat={**CENTRAL, "model": "mf", "dim": 32}),
+        Method("central-neumf", f"Central NeuMF (dim {NEUMF_DIM})", "central", steps=20,
+               flat={**CENTRAL, "model": "neumf", "dim": NEUMF_DIM}),
+        Method("central-neumf-pre", f"Central NeuMF (dim {NEUMF_DIM}, pre-trained)", "pretrain",
+               steps=5, part_epochs=15, flat={**CENTRAL, "model": "neumf", "dim": NEUMF_DIM}),
+    ]
+    for strategy, extra in (("fedavg", {}), ("fedavg-items", {}),
+                            ("fedprox", {"proximal-mu": 0.01}),
+                            ("fedadam", {"server-lr": 0.01}), ("fedyogi", {"server-lr": 0.01}),
+                            ("fedavgm", {"server-lr": 1.5}), ("fedmedian", {}),
+                            ("fedtrimmedavg", {}), ("krum", {})):
+        rows.append(Method(f"fed-mf-{strategy}", f"MF, {strategy} (fedmf.toml)", "federated",
+                           steps=30, config="fedmf.toml",
+                           flat={"strategy": strategy, **extra, **nodes}))
+    rows += [
+        Method("fed-neumf-fedavg", "FedNCF: NeuMF, FedAvg (fedncf.toml)", "federated", steps=30,
+               config="fedncf.toml", flat=nodes),
+        Method("fed-pfedrec", "PFedRec (ml1m_ncf_pfedrec.toml)", "federated", steps=30,
+               config="ml1m_ncf_pfedrec.toml", flat=nodes),
+    ]
+    return rows
+
+
+def full_matrix(data_dir: str) -> list[tuple[Dataset, list[Method]]]:
+    """The real benchmark."""
+    return [
+        (Dataset("ml-1m", "ML-1M, NCF split (He et al. 2017 test items + 99 negatives)",
+                 {"dataset": "ml-1m", "split": "ncf", "data-dir": data_dir}), ml1m_methods()),
+        (Dataset("ml-100k", "ML-100K, leave-one-out, 99 seeded negatives",
+                 {"dataset": "ml-100k", "split": "loo", "data-dir": data_dir}),
+         ml100k_methods()),
+    ]
+
+
+def quick_matrix() -> list[tuple[Dataset, list[Method]]]:
+    """Tiny synthetic stand-in with one cell of every kind (smoke test)."""
+    data = {"dataset": "synthetic", "split": "loo", "synthetic-users": 48, "synthetic-items": 60,
+            "synthetic-interactions": 10, "test-negatives": 29}
+    small = {"dim": 4, "batch-size": 32}
+    fed = {**small, "users-per-node": 16}
+    return [(Dataset("synthetic", "tiny synthetic (smoke test)", data), [
+        Method("popularity", "Popularity", "popularity"),
+        Method("central-mf", "Central MF", "central", steps=2,
+               flat={**CENTRAL, **small, "model": "mf", "lr": 0.01}),
+        Method("central-neumf-pre", "Central NeuMF, pre-trained", "pretrain", steps=1,
+               part_epochs=1, flat={**CENTRAL, **small, "model": "neumf", "lr": 0.01}),
+        Method("fed-mf-fedavg", "FedMF", "federated", steps=2, config="fedmf.toml", flat=fed),
+        Method("fed-neumf-fedavg", "FedNCF", "federated", steps=2, config="fedncf.toml",
+               flat=fed),
+    ])]
+
+
+def cells_of(matrix: list[tuple[Dataset, list[Method]]], seeds: list[int], only: str,
+             rounds: int | None, epochs: int | None) -> list[Cell]:
+    """All cells, filtered by ``only`` and with step overrides applied."""
+    out = []
+    for ds, methods in matrix:
+        for m in methods:
+            if m.kind == "federated" and rounds:
+                m = dataclasses.replace(m, steps=rounds)
+            if m.kind == "central" and epochs:
+                m = dataclasses.replace(m, steps=epochs)
+            for s in seeds:
+                cell = Cell(ds, m, s)
+                if matches(cell.id, only):
+                    out.append(cell)
+    return out
+
+
+def matches(cell_id: str, pattern: str) -> bool:
+    """``--only``: comma-separated globs (a pattern without wildcards matches substrings)."""
+    if not pattern:
+        return True
+    for p in pattern.split(","):
+        p = p.strip()
+        if any(c in p for c in "*?[") and fnmatch.fnmatch(cell_id, p):
+            return True
+        if not any(c in p for c in "*?[") and p in cell_id:
+            return True
+    return False
+
+
+# ----------------------------------------------------------------------------- running cells
+@dataclass
+class Options:
+    """Settings shared by all cells of one benchmark run."""
+
+    out: Path
+    engine: str = "inprocess"
+    threads: int = 1
+    validation: bool = False
+    quick: bool = False
+
+    @property
+    def runs(self) -> Path:
+        return self.out / ("quality-validation-runs" if self.validation else "quality-runs")
+
+
+def cell_dir(cell: Cell, opts: Options) -> Path:
+    return opts.runs / cell.dataset.key / cell.method.name / f"seed{cell.seed}"
+
+
+def is_done(cell: Cell, opts: Options) -> bool:
+    """A cell is finished when its summary covers the requested rounds / epochs."""
+    path = cell_dir(cell, opts) / "summary.json"
+    if not path.exists():
+        return False
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return False
+    if cell.method.kind == "popularity":
+        return True
+    if summary.get("stopped"):
+        return True
+    return int(summary.get("rounds", summary.get("epochs", 0))) >= cell.method.steps
+
+
+def cell_config(cell: Cell, opts: Options) -> Any:
+    """The full ``Config`` of a cell (config file <- dataset <- method <- seed, out)."""
+    from simulations.launch import build_config
+
+    flat: dict[str, Any] = {**cell.dataset.flat, **cell.method.flat, "seed": cell.seed,
+                            "device": "cpu", "full-ranking": False, "eval-every": 1}
+    if cell.method.kind == "federated":
+        flat["num-rounds"] = cell.method.steps
+    path = str(CONFIGS / cell.method.config) if cell.method.config else None
+    overrides = [f"{k}={v}" for k, v in flat.items()]
+    return build_config(path, overrides, str(cell_dir(cell, opts)))
+
+
+def run_cell(cell: Cell, opts: Options) -> dict[str, Any]:
+    """Run one cell (in this process) and return its summary (also written to disk)."""
+    import torch
+
+    torch.set_num_threads(opts.threads)
+    os.environ["FEDREC_THREADS"] = str(opts.threads)
+    cfg = cell_config(cell, opts)
+    split = load_split_for(cfg, opts)
+    out = cell_dir(cell, opts)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    kind = cell.method.kind
+    if kind == "popularity":
+        summary = run_popularity(split)
+    elif kind == "central":
+        summary = run_central(cfg, split, cell.method.steps)
+    elif kind == "pretrain":
+        summary = run_pretrain(cfg, split, cell.method)
+    elif kind == "federated":
+        summary = run_federated(cfg, opts)
+    else:
+        raise ValueError(f"unknown method kind '{kind}'")
+    summary.setdefault("timing", {})["cell_s"] = time.time() - t0
+    summary["cell"] = {"id": cell.id, "dataset": cell.dataset.key, "method": cell.method.name,
+                       "seed": cell.seed, "kind": kind, "config": cfg.to_flat()}
+    from fedrec import rundir
+
+    rundir.write_json(out / "summary.json", summary)
+    return summary
+
+
+def load_split_for(cfg: Any, opts: Options) -> Any:
+    """The cell's split; with ``--validation`` the training-carved validation split instead.
+
+    The validation split replaces the test split in the node cache, so the federated code
+    (in-process engine) evaluates on it too.
+    """
+    from fedrec import node
+
+    split = node.load_split(cfg)
+    if not opts.validation:
+        return split
+    if split.name.endswith("+validation"):
+        return split
+    val = validation_split(split, cfg.run.seed)
+    for key, value in list(node._SPLITS.items()):
+        if value is split:
+            node._SPLITS[key] = val
+    return val
+
+
+def validation_split(split: Any, seed: int, num_negatives: int = 99) -> Any:
+    """One training item per user (>= 2 training items) held out as the validation item.
+
+    Negatives are drawn (seeded) from items the user has in neither training, validation nor
+    test; the test items themselves are never used for training, evaluation or selection.
+    """
+    from fedrec.data.schema import SplitData
+
+    rs = np.random.default_rng([seed, 7_771])
+    counts = np.diff(split.train_indptr)
+    keep = np.ones(split.n_train, dtype=bool)
+    val = np.full(split.n_users, -1, dtype=np.int64)
+    negs = np.full((split.n_users, num_negatives), -1, dtype=np.int64)
+    for u in range(split.n_users):
+        if counts[u] < 2:
+            continue
+        lo = int(split.train_indptr[u])
+        j = lo + int(rs.integers(counts[u]))
+        val[u] = split.train_items[j]
+        keep[j] = False
+        seen = np.zeros(split.n_items, dtype=bool)
+        seen[split.user_items(u)] = True
+        if split.test_items[u] >= 0:
+            seen[split.test_items[u]] = True
+        free = np.flatnonzero(~seen)
+        negs[u] = rs.choice(free, size=num_negatives, replace=len(free) < num_negatives)
+    new_counts = counts - (val >= 0)
+    indptr = np.concatenate([[0], np.cumsum(new_counts)]).astype(np.int64)
+    return SplitData(
+        name=f"{split.name}+validation", n_users=split.n_users, n_items=split.n_items,
+        train_indptr=indptr, train_items=split.train_items[keep],
+        train_ratings=split.train_ratings[keep], test_items=val, test_negatives=negs,
+        item_side=split.item_side,
+    )
+
+
+def evaluate_params(model: Any, params: dict[str, Any], split: Any) -> dict[str, float]:
+    """HR@10 / NDCG@10 (means) of full parameter tables on the split's evaluation items."""
+    from fedrec.eval.sampled import evaluate_users, means
+
+    shared = {n: params[n] for n in model.shared_names}
+    private = {n: params[n] for n in model.private_names}
+    sums = evaluate_users(model, shared, private, np.arange(split.n_users), split)
+    return {k: float(v) for k, v in means(sums).items() if k in METRICS}
+
+
+def run_popularity(split: Any) -> dict[str, Any]:
+    from fedrec.eval.sampled import evaluate_item_scores
+    from fedrec.models.popularity import popularity_scores
+
+    res = evaluate_item_scores(popularity_scores(split), split)
+    return {"kind": "popularity", "final": {k: float(res[k]) for k in METRICS}, "curve": []}
+
+
+def run_central(cfg: Any, split: Any, epochs: int) -> dict[str, Any]:
+    """``train_central`` for ``epochs``; the last epoch is reported (curve: every epoch)."""
+    from fedrec import node
+    from fedrec.train.central import train_central
+
+    model = node.make_model(cfg, split)
+    curve: list[dict[str, float]] = []
+    t0 = time.time()
+
+    def on_epoch(epoch: int, params: dict[str, Any]) -> None:
+        curve.append({"step": epoch, **evaluate_params(model, params, split),
+                      "elapsed_s": time.time() - t0})
+
+    train_central(model, split, cfg.train, epochs, cfg.run.seed, on_epoch=on_epoch)
+    return {"kind": "central", "epochs": epochs, "final": dict(curve[-1]), "curve": curve}
+
+
+def run_pretrain(cfg: Any, split: Any, method: Method) -> dict[str, Any]:
+    """GMF and MLP (``part_epochs`` each, Adam), fused NeuMF, ``steps`` NeuMF epochs.
+
+    The NeuMF stage uses the paper's plain SGD unless the method says otherwise
+    (``neumf-optimizer`` / ``neumf-lr`` in its flat settings are not Config keys, so they are
+    read from ``PRETRAIN_NEUMF``).
+    """
+    from fedrec.models.pretrain import PretrainSettings, StageSettings, build_parts, pretrain_neumf
+
+    tc = cfg.train
+    opt, lr = PRETRAIN_NEUMF
+    settings = PretrainSettings(
+        dim=cfg.model.dim, gmf=StageSettings(method.part_epochs, tc.lr, tc.optimizer),
+        mlp=StageSettings(method.part_epochs, tc.lr, tc.optimizer),
+        neumf=StageSettings(method.steps, lr, opt), batch_size=tc.batch_size,
+        num_negatives=tc.num_negatives, init_std=cfg.model.init_std,
+    )
+    parts: dict[str, list[dict[str, float]]] = {"gmf": [], "mlp": [], "neumf": []}
+    t0 = time.time()
+
+    def on_epoch(stage: str, model: Any, epoch: int, params: dict[str, Any]) -> None:
+        parts[stage].append({"step": epoch, **evaluate_params(model, params, split),
+                             "elapsed_s": time.time() - t0})
+
+    res = pretrain_neumf(split, settings, cfg.run.seed, base=tc, on_epoch=on_epoch)
+    neumf_model = build_parts(split, settings)[2]
+    start = {"step": 0, **evaluate_params(neumf_model, res.neumf_init, split),
+             "elapsed_s": 0.0}
+    curve = [start, *parts["neumf"]]
+    return {"kind": "pretrain", "epochs": method.steps, "final": dict(curve[-1]),
+            "curve": curve, "stages": parts,
+            "recipe": dataclasses.asdict(settings)}
+
+
+#: Optimiser and learning rate of the NeuMF stage after pre-training (paper: plain SGD).
+PRETRAIN_NEUMF: tuple[str, float] = ("sgd", 0.01)
+
+
+def run_federated(cfg: Any, opts: Options) -> dict[str, Any]:
+    """The ServerApp loop and ClientApp handlers, on the in-process Grid or on Ray."""
+    if opts.engine == "ray":
+        if opts.validation:
+            raise ValueError("--validation needs --engine inprocess (the split is injected)")
+        from simulations.launch import run
+
+        summary = run(cfg)
+    else:
+        from clients.app import app as client_app
+        from fedrec.data.partition import num_partitions
+        from fedrec.node import load_split
+        from server.loop import run_federation
+        from tests.inprocess import InProcessGrid
+
+        split = load_split(cfg)
+        n = num_partitions(split.n_users, cfg.fed.users_per_node, cfg.fed.num_nodes)
+        quiet_flower()
+        summary = run_federation(InProcessGrid(client_app, n), cfg)
+    rows = read_csv(Path(cfg.run.out) / "metrics.csv")
+    summary["kind"] = "federated"
+    summary["curve"] = [
+        {"step": int(r["round"]), **{k: float(r[k]) for k in METRICS if r.get(k, "") != ""},
+         "elapsed_s": float(r.get("elapsed_s") or 0.0)}
+        for r in rows
+    ]
+    summary["final"] = {k: float(summary["final"][k]) for k in METRICS if k in summary["final"]}
+    return summary
+
+
+def quiet_flower() -> None:
+    """Flower logs every configure/aggregate call at INFO; keep errors only."""
+    flwr_log = logging.getLogger("flwr")
+    flwr_log.setLevel(logging.ERROR)
+    flwr_log.propagate = False
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _worker(cell: Cell, opts: Options) -> tuple[str, dict[str, Any] | None, str]:
+    """Process-pool entry point: (cell id, summary or None, error text)."""
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        return cell.id, run_cell(cell, opts), ""
+    except Exception as exc:  # reported by the parent; other cells go on
+        import traceback
+
+        return cell.id, None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+
+
+def run_all(cells: list[Cell], opts: Options, jobs: int) -> dict[str, str]:
+    """Run the unfinished cells (``jobs`` at a time); print a line per cell. Returns errors."""
+    todo = [c for c in cells if not is_done(c, opts)]
+    done = len(cells) - len(todo)
+    print(f"quality: {len(cells)} cells, {done} already finished, {len(todo)} to run "
+          f"({jobs} at a time, engine {opts.engine})", flush=True)
+    errors: dict[str, str] = {}
+    t0 = time.time()
+    counter = done
+
+    def report(cell_id: str, summary: dict[str, Any] | None, err: str) -> None:
+        nonlocal counter
+        counter += 1
+        if summary is None:
+            errors[cell_id] = err
+            print(f"[{counter}/{len(cells)}] {cell_id}: FAILED {err.splitlines()[0]}",
+                  flush=True)
+            return
+        f = summary["final"]
+        print(f"[{counter}/{len(cells)}] {cell_id}: HR@10 {f.get('hr@10', float('nan')):.4f} "
+              f"NDCG@10 {f.get('ndcg@10', float('nan')):.4f} "
+              f"({summary['timing']['cell_s']:.0f} s; {time.time() - t0:.0f} s total)",
+              flush=True)
+
+    if jobs <= 1:
+        for cell in todo:
+            print(f"  start {cell.id}", flush=True)
+            report(*_worker(cell, opts))
+        return errors
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        futures = [pool.submit(_worker, c, opts) for c in todo]
+        for fut in cf.as_completed(futures):
+            report(*fut.result())
+    return errors
+
+
+# ----------------------------------------------------------------------------- reporting
+def collect(cells: list[Cell], opts: Options) -> list[dict[str, Any]]:
+    """Summaries of finished cells (one entry per cell, ``None`` fields when missing)."""
+    out = []
+    for c in cells:
+        path = cell_dir(c, opts) / "summary.json"
+        summary = json.loads(path.read_text()) if path.exists() else None
+        out.append({"id": c.id, "dataset": c.dataset.key, "method": c.method.name,
+                    "seed": c.seed, "kind": c.method.kind, "steps": c.method.steps,
+                    "summary": summary})
+    return out
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    arr = np.asarray(values, dtype=np.float64)
+    if len(arr) == 0:
+        return math.nan, math.nan
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def aggregate(matrix: list[tuple[Dataset, list[Method]]], results: list[dict[str, Any]],
+              ) -> list[dict[str, Any]]:
+    """One row per (dataset, method): mean ± std over the finished seeds, mean curve."""
+    rows = []
+    for ds, methods in matrix:
+        for m in methods:
+            mine = [r for r in results if r["dataset"] == ds.key and r["method"] == m.name
+                    and r["summary"] is not None]
+            if not any(r["dataset"] == ds.key and r["method"] == m.name for r in results):
+                continue
+            row: dict[str, Any] = {"dataset": ds.key, "method": m.name, "label": m.label,
+                                   "kind": m.kind, "steps": m.steps, "reference": m.reference,
+                                   "seeds": [r["seed"] for r in mine]}
+            for k in METRICS:
+                vals = [r["summary"]["final"][k] for r in mine if k in r["summary"]["final"]]
+                row[k] = dict(zip(("mean", "std"), mean_std(vals), strict=True))
+                row[k]["values"] = vals
+            row["cell_s"] = mean_std([r["summary"].get("timing", {}).get("cell_s", math.nan)
+                                      for r in mine])[0]
+            row["curve"] = mean_curve([r["summary"].get("curve", []) for r in mine])
+            if mine:
+                cfg = mine[0]["summary"]["cell"]["config"]
+                row["setting"] = setting_text(m, cfg)
+            rows.append(row)
+    return rows
+
+
+def mean_curve(curves: list[list[dict[str, Any]]]) -> list[dict[str, float]]:
+    """HR@10 / NDCG@10 per step averaged over the seeds that reached that step."""
+    by_step: dict[int, list[dict[str, Any]]] = {}
+    for curve in curves:
+        for p in curve:
+            if "hr@10" in p:
+                by_step.setdefault(int(p["step"]), []).append(p)
+    return [{"step": s, **{k: float(np.mean([p[k] for p in ps])) for k in METRICS},
+             "n": len(ps)} for s, ps in sorted(by_step.items())]
+
+
+def setting_text(m: Method, cfg: dict[str, Any]) -> str:
+    """Short description of the knobs that matter for the row."""
+    if m.kind == "popularity":
+        return "-"
+    base = (f"{cfg['model']} d{cfg['dim']}, {cfg['optimizer']} lr {cfg['lr']:g}, "
+            f"{cfg['num-negatives']} neg, batch {cfg['batch-size']}")
+    if m.kind == "central":
+        return f"{base}, {m.steps} epochs (last)"
+    if m.kind == "pretrain":
+        opt, lr = PRETRAIN_NEUMF
+        return (f"{base}; GMF+MLP {m.part_epochs} epochs each, NeuMF {m.steps} epochs "
+                f"{opt} lr {lr:g} (last)")
+    extra = ""
+    if cfg["strategy"] == "fedprox":
+        extra = f" mu {cfg['proximal-mu']:g}"
+    if cfg["strategy"] in ("fedadam", "fedyogi", "fedavgm"):
+        extra = f" server lr {cfg['server-lr']:g}"
+    ft = cfg.get("finetune-epochs", 0)
+    return (f"{cfg['strategy']}{extra}, {base}, {cfg['local-epochs']} local epoch(s), "
+            f"{m.steps} rounds" + (f", fine-tune {ft}" if ft else ""))
+
+
+def fmt(stat: dict[str, float]) -> str:
+    if stat is None or math.isnan(stat["mean"]):
+        return "-"
+    return f"{stat['mean']:.4f} ± {stat['std']:.4f}"
+
+
+def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's targets on ML-1M: central NeuMF >= .70/.42, federated MF/NeuMF >= .68/.40."""
+    def best(names: list[str]) -> dict[str, Any] | None:
+        cand = [r for r in rows if r["dataset"] == "ml-1m" and r["method"] in names
+                and not math.isnan(r["hr@10"]["mean"])]
+        return max(cand, key=lambda r: r["hr@10"]["mean"]) if cand else None
+
+    out = []
+    for text, names, hr, nd in (
+        ("central NeuMF on ML-1M >= .70 / .42", ["central-neumf", "central-neumf-pre"], .70,
+         .42),
+        ("federated FedAvg MF or NeuMF on ML-1M >= .68 / .40",
+         ["fed-mf-fedavg", "fed-neumf-fedavg"], .68, .40),
+    ):
+        r = best(names)
+        if r is None:
+            out.append({"target": text, "status": "N/A", "row": None})
+            continue
+        ok = r["hr@10"]["mean"] >= hr and r["ndcg@10"]["mean"] >= nd
+        out.append({"target": text, "status": "PASS" if ok else "MISS", "row": r["method"],
+                    "hr@10": r["hr@10"]["mean"], "ndcg@10": r["ndcg@10"]["mean"]})
+    return out
+
+
+def markdown(matrix: list[tuple[Dataset, list[Method]]], rows: list[dict[str, Any]],
+             meta: dict[str, Any]) -> str:
+    """The results table (one section per dataset) and the targets."""
+    lines = ["# Quality benchmark", ""]
+    what = "validation items carved from training" if meta["validation"] else "test items"
+    lines += [
+        f"Mean ± sample std over seeds {meta['seeds']} of HR@10 / NDCG@10 ({what}, 1 positive "
+        "+ the split's negatives, ties count against the positive). Central rows report the "
+        "**last** epoch (no epoch selection on test items). Federated rows: all users every "
+        f"round, engine `{meta['engine']}` (real ServerApp loop + ClientApp handlers). "
+        "`benchmarks/quality.py`; per-round curves in `quality.png`, everything in "
+        "`quality.json`.",
+        "",
+    ]
+    for ds, _ in matrix:
+        mine = [r for r in rows if r["dataset"] == ds.key]
+        if not mine:
+            continue
+        lines += [f"## {ds.label}", "",
+                  "| method | setting | HR@10 | NDCG@10 | seeds | s / cell | published |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in mine:
+            secs = "-" if math.isnan(r["cell_s"]) else f"{r['cell_s']:.0f}"
+            lines.append(
+                f"| {r['label']} | {r.get('setting', '-')} | {fmt(r['hr@10'])} | "
+                f"{fmt(r['ndcg@10'])} | {len(r['seeds'])} | {secs} | {r['reference'] or '-'} |"
+            )
+        lines.append("")
+    if not meta["validation"]:
+        lines += ["## Targets", "", "| target | best row | HR@10 | NDCG@10 | status |",
+                  "|---|---|---|---|---|"]
+        for t in targets(rows):
+            if t["row"] is None:
+                lines.append(f"| {t['target']} | - | - | - | N/A |")
+            else:
+                lines.append(f"| {t['target']} | {t['row']} | {t['hr@10']:.4f} | "
+                             f"{t['ndcg@10']:.4f} | {t['status']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(matrix: list[tuple[Dataset, list[Method]]], rows: list[dict[str, Any]],
+         path: Path) -> None:
+    """HR@10 per round (federated) / epoch (central), mean over seeds; popularity dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [ds for ds, _ in matrix if any(r["dataset"] == ds.key for r in rows)]
+    fig, axes = plt.subplots(1, max(1, len(shown)), figsize=(7 * max(1, len(shown)), 5),
+                             squeeze=False)
+    for ax, ds in zip(axes[0], shown, strict=False):
+        for r in (r for r in rows if r["dataset"] == ds.key):
+            if r["kind"] == "popularity":
+                if not math.isnan(r["hr@10"]["mean"]):
+                    ax.axhline(r["hr@10"]["mean"], color="grey", ls="--", label=r["method"])
+                continue
+            if not r["curve"]:
+                continue
+            xs = [p["step"] for p in r["curve"]]
+            ys = [p["hr@10"] for p in r["curve"]]
+            ls = "-" if r["kind"] == "federated" else ":"
+            ax.plot(xs, ys, ls, marker="." if len(xs) < 40 else None, label=r["method"])
+        ax.set_title(ds.label, fontsize=9)
+        ax.set_xlabel("round (federated, solid) / epoch (central, dotted)")
+        ax.set_ylabel("HR@10 (mean over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_reports(matrix: list[tuple[Dataset, list[Method]]], cells: list[Cell],
+                  opts: Options, meta: dict[str, Any]) -> dict[str, Path]:
+    """quality.md / quality.png / quality.json from the finished cells on disk."""
+    results = collect(cells, opts)
+    rows = aggregate(matrix, results)
+    stem = "quality-validation" if opts.validation else "quality"
+    paths = {"md": opts.out / f"{stem}.md", "png": opts.out / f"{stem}.png",
+             "json": opts.out / f"{stem}.json"}
+    opts.out.mkdir(parents=True, exist_ok=True)
+    paths["md"].write_text(markdown(matrix, rows, meta))
+    plot(matrix, rows, paths["png"])
+    from fedrec import rundir
+
+    rundir.write_json(paths["json"], {"meta": meta, "rows": rows,
+                                      "targets": [] if opts.validation else targets(rows),
+                                      "cells": results})
+    return paths
+
+
+# ----------------------------------------------------------------------------- CLI
+def parse_seeds(text: str) -> list[int]:
+    return [int(s) for s in text.split(",") if s.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=os.environ.get("FEDREC_DATA_DIR", ""),
+                        help="holds ml-1m/, ml-100k/, ncf-hexiangnan/ (default $FEDREC_DATA_DIR)")
+    parser.add_argument("--out", default=str(DEFAULT_OUT),
+                        help="folder of quality.md/.png/.json and quality-runs/")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--rounds", type=int, help="rounds of every federated cell")
+    parser.add_argument("--epochs", type=int, help="epochs of every central cell")
+    parser.add_argument("--quick", action="store_true", help="tiny synthetic smoke run")
+    parser.add_argument("--only", default="", help="cells whose id matches (glob/substring, "
+                        "comma-separated), e.g. 'ml-1m/fed-*' or 'central'")
+    parser.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per cell")
+    parser.add_argument("--engine", choices=("inprocess", "ray"), default="inprocess")
+    parser.add_argument("--validation", action="store_true",
+                        help="evaluate on a validation item carved from training (tuning)")
+    parser.add_argument("--list", action="store_true", help="list the cells and exit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stdout)
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+
+    seeds = parse_seeds(args.seeds)
+    matrix = quick_matrix() if args.quick else full_matrix(args.data_dir)
+    cells = cells_of(matrix, seeds, args.only, args.rounds, args.epochs)
+    opts = Options(out=Path(args.out), engine=args.engine, threads=args.threads,
+                   validation=args.validation, quick=args.quick)
+    if args.list:
+        for c in cells:
+            state = "done" if is_done(c, opts) else "todo"
+            print(f"{c.id}  [{c.method.kind}, {c.method.steps} steps]  {state}")
+        return 0
+    if not cells:
+        print(f"error: no cell matches --only {args.only!r}", file=sys.stderr)
+        return 2
+    t0 = time.time()
+    errors = run_all(cells, opts, args.jobs)
+    meta = {"seeds": seeds, "quick": args.quick, "engine": args.engine,
+            "validation": args.validation, "only": args.only, "threads": args.threads,
+            "jobs": args.jobs, "wall_s": time.time() - t0, "errors": errors,
+            "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    paths = write_reports(matrix, cells, opts, meta)
+    print(paths["md"].read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values()), flush=True)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
