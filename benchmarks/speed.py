@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,9 @@ class Sizes:
         Best-of repeats where one run is short (see ``budget_s``).
     budget_s : float
         Stop repeating once the time spent on a measurement exceeds this.
+    optimizer : str
+        Local optimiser of the federated rounds (``""``: the ``TrainConfig`` default). The
+        central epoch uses ``torch.optim.Adam`` unless this is ``sgd``.
     """
 
     data: dict[str, Any]
@@ -109,6 +112,7 @@ class Sizes:
     per_user_sim_rounds: int = 3
     repeats: int = 3
     budget_s: float = 20.0
+    optimizer: str = ""
 
 
 FULL = Sizes(
@@ -164,10 +168,9 @@ def timed(fn: Callable[[], Any], repeats: int, budget_s: float, device: str = "c
     return {"seconds": min(runs), "runs": runs, "stat": f"best of {len(runs)}"}
 
 
-def bench_config(sizes: Sizes, data_dir: str, **flat: Any) -> Config:
-    """The benchmark's config: sizes' dataset, MF dim 32, 4 negatives, 1 local epoch."""
-    base: dict[str, Any] = {
-        **sizes.data,
+def common_flat(sizes: Sizes) -> dict[str, Any]:
+    """Settings shared by every measurement: MF dim 32, 4 negatives, 1 local epoch, all users."""
+    flat: dict[str, Any] = {
         "model": "mf",
         "dim": DIM,
         "num-negatives": NUM_NEGATIVES,
@@ -176,6 +179,14 @@ def bench_config(sizes: Sizes, data_dir: str, **flat: Any) -> Config:
         "seed": SEED,
         "device": "cpu",
     }
+    if sizes.optimizer:
+        flat["optimizer"] = sizes.optimizer
+    return flat
+
+
+def bench_config(sizes: Sizes, data_dir: str, **flat: Any) -> Config:
+    """The benchmark's config: ``sizes``' dataset and ``common_flat``, then ``flat``."""
+    base: dict[str, Any] = {**sizes.data, **common_flat(sizes)}
     if sizes.data.get("dataset") != "synthetic":
         base["data-dir"] = data_dir
     base.update(flat)
@@ -247,7 +258,7 @@ def _run_worker(kind: str, args: dict[str, Any], timeout_s: float) -> dict[str, 
 
 def _worker_scale(args: dict[str, Any]) -> dict[str, Any]:
     """One full-participation vectorised round on synthetic data; peak RSS of this process."""
-    sizes = QUICK if args["quick"] else FULL
+    sizes = replace(QUICK if args["quick"] else FULL, optimizer=args.get("optimizer", ""))
     cfg = bench_config(
         sizes, "", dataset="synthetic", split="loo", **{
             "synthetic-users": args["users"],
@@ -331,7 +342,12 @@ def _warm_central(cfg: Config) -> None:
 
 def section_central(sizes: Sizes, data_dir: str, device: str) -> dict[str, Any]:
     """(a) One central epoch, batch size 256, Adam, 4 negatives per positive."""
-    cfg = bench_config(sizes, data_dir, **{"batch-size": CENTRAL_BATCH, "device": device})
+    fed_opt = bench_config(sizes, data_dir).train.optimizer
+    cfg = bench_config(sizes, data_dir, **{
+        "batch-size": CENTRAL_BATCH, "device": device,
+        # train_central knows torch.optim.Adam and SGD only
+        "optimizer": "sgd" if fed_opt == "sgd" else "adam",
+    })
     split = node.load_split(cfg)
     model = node.make_model(cfg, split)
     _warm_central(cfg)
@@ -349,7 +365,8 @@ def section_central(sizes: Sizes, data_dir: str, device: str) -> dict[str, Any]:
         "batch_size": CENTRAL_BATCH,
         "optimizer": cfg.train.optimizer,
         "lr": cfg.train.lr,
-        "note": "includes negative sampling for the epoch (as a federated round does)",
+        "note": (f"torch.optim.{'SGD' if cfg.train.optimizer == 'sgd' else 'Adam'}; includes "
+                 "the epoch's negative sampling (as a round does)"),
     }
 
 
@@ -380,16 +397,8 @@ def section_vectorised(sizes: Sizes, data_dir: str, device: str) -> dict[str, An
         "batch_size": cfg.train.batch_size,
         "optimizer": cfg.train.optimizer,
         "max_examples_per_chunk": cfg.train.max_examples_per_chunk,
-        "note": "all users in one node.train_round call, one process",
+        "note": f"all users in one node.train_round call, one process, {cfg.train.optimizer}",
     }
-
-
-def section_eval(sizes: Sizes, data_dir: str) -> dict[str, Any]:
-    """Federated evaluation of all users in-process (context for the Flower round 2 figure)."""
-    cfg, split, shared, users, state = _fed_setup(sizes, data_dir, "cpu")
-    node.evaluate_round(cfg, shared, users[:4], _state_rows(state, 0, 4))
-    t = timed(lambda: node.evaluate_round(cfg, shared, users, state), 1, 0.0)
-    return {**t, "users": split.n_users}
 
 
 def section_per_user(sizes: Sizes, data_dir: str, subset: int) -> dict[str, Any]:
@@ -431,8 +440,7 @@ def section_flower_cohort(sizes: Sizes, data_dir: str, timeout_s: float) -> dict
     flat = {
         **sizes.data,
         **({"data-dir": data_dir} if sizes.data.get("dataset") != "synthetic" else {}),
-        "model": "mf", "dim": DIM, "num-negatives": NUM_NEGATIVES, "local-epochs": 1,
-        "fraction-train": 1.0, "seed": SEED, "device": "cpu",
+        **common_flat(sizes),
         "num-rounds": sizes.cohort_sim_rounds, "eval-every": EVAL_EVERY_NEVER, "resume": False,
     }
     res = _run_worker("flower", {"flat": flat, "report_round": 2}, timeout_s)
@@ -457,9 +465,9 @@ def section_flower_per_user(
         "dataset": "synthetic", "split": "loo", "synthetic-users": subset,
         "synthetic-items": split.n_items,
         "synthetic-interactions": max(2, round(mean_pos + 1)),  # + the held-out test item
-        "model": "mf", "dim": DIM, "num-negatives": NUM_NEGATIVES, "local-epochs": 1,
+        **common_flat(sizes),
         "test-negatives": sizes.data.get("test-negatives", 99),
-        "fraction-train": 1.0, "seed": SEED, "device": "cpu", "users-per-node": 1,
+        "users-per-node": 1,
         "num-rounds": sizes.per_user_sim_rounds, "eval-every": EVAL_EVERY_NEVER,
         "resume": False,
     }
@@ -490,7 +498,8 @@ def section_scaling(sizes: Sizes, timeout_s: float) -> list[dict[str, Any]]:
     out = []
     for n in sizes.scaling_users:
         res = _run_worker("scale", {
-            "quick": sizes is QUICK, "users": n, "items": sizes.scaling_items,
+            "quick": sizes.data == QUICK.data, "optimizer": sizes.optimizer,
+            "users": n, "items": sizes.scaling_items,
             "interactions": sizes.scaling_interactions,
         }, timeout_s)
         log.info("(c) %d users: %.2fs, peak RSS %.2f GB", n, res["seconds"], res["peak_rss_gb"])
@@ -544,7 +553,8 @@ def render(res: dict[str, Any]) -> str:
     central = res.get("central", {}).get("seconds")
     lines = [f"fedrec speed benchmark ({'quick' if res['meta']['quick'] else 'full'}; "
              f"torch {res['meta']['torch']}, {res['meta']['threads']} threads, "
-             f"{res['meta']['cpus']} CPUs)", ""]
+             f"{res['meta']['cpus']} CPUs; local optimiser "
+             f"{res['meta']['federated_optimizer']})", ""]
     head = f"{'':3} {'measurement':44} {'seconds':>10} {'x central':>10}  note"
     lines += [head, "-" * len(head)]
 
@@ -565,10 +575,6 @@ def render(res: dict[str, Any]) -> str:
     add("b", "round: one Flower client per user", fed.get("flower_per_user"))
     for k, v in fed.get("skipped", {}).items():
         lines.append(f"{'b':3} {k:44} {'skipped':>10} {'':>10}  {v}")
-    ev = fed.get("evaluation")
-    if ev:
-        lines.append(f"{'':3} {'(context) evaluate all users in-process':44} "
-                     f"{_fmt(ev['seconds']):>10} {'':>10}  part of a Flower round with eval")
     sp = fed.get("speedups", {})
     if sp:
         lines.append("")
@@ -603,7 +609,7 @@ def render(res: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- main
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Run the selected sections and return the result dict (also the JSON content)."""
-    sizes = QUICK if args.quick else FULL
+    sizes = replace(QUICK if args.quick else FULL, optimizer=args.optimizer or "")
     per_user_subset = args.per_user_subset or sizes.per_user_subset
     flower_subset = sizes.flower_subset if args.flower_subset is None else args.flower_subset
     sections = {s.strip() for s in args.sections.split(",") if s.strip()}
@@ -626,6 +632,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "model": f"mf dim {DIM}",
             "num_negatives": NUM_NEGATIVES,
             "local_epochs": 1,
+            "federated_optimizer": bench_config(sizes, args.data_dir).train.optimizer,
         }
     }
     t_all = time.perf_counter()
@@ -639,7 +646,6 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         split = node.load_split(cfg)
         fed["per_user"] = section_per_user(sizes, args.data_dir, per_user_subset)
         if flower_subset > 0:
-            fed["evaluation"] = section_eval(sizes, args.data_dir)
             fed["flower_per_user"] = section_flower_per_user(sizes, split, flower_subset, timeout)
             fed["flower_cohort"] = section_flower_cohort(sizes, args.data_dir, timeout)
         else:
@@ -688,6 +694,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--flower-subset", type=int, default=None,
                    help="clients of the one-client-per-user simulation (default 64; quick 0 "
                         "= skip Flower); 0 skips both Flower simulations")
+    p.add_argument("--optimizer", default="",
+                   help="local optimiser of the federated rounds (default: TrainConfig's)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads of every in-process measurement and worker (default 1: "
                         "on a shared machine, idle-spinning OpenMP threads distort timings)")

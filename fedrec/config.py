@@ -45,7 +45,7 @@ class TrainConfig:
     num_negatives: int = 4
     batch_size: int = 64
     lr: float = 0.05
-    optimizer: str = "adam"  # sgd | adam
+    optimizer: str = "sparse-adam"  # sgd | adam | sparse-adam (lazy Adam on embedding rows)
     loss: str = "bce"  # bce | bpr | mse (explicit ratings, reports RMSE)
     weight_decay: float = 0.0  # L2 on the rows used in a batch (sparse-safe)
     device: str = "auto"  # auto | cpu | cuda
@@ -144,7 +144,10 @@ class Config:
             ("num-negatives", self.train.num_negatives >= 1, "must be >= 1"),
             ("batch-size", self.train.batch_size >= 1, "must be >= 1"),
             ("lr", self.train.lr > 0, "must be > 0"),
-            ("optimizer", self.train.optimizer in ("sgd", "adam"), "must be 'sgd' or 'adam'"),
+            ("optimizer", self.train.optimizer in ("sgd", "adam", "sparse-adam"),
+             "must be sgd|adam|sparse-adam"),
+            ("proximal-mu", self.fed.proximal_mu == 0 or self.train.optimizer != "sparse-adam",
+             "> 0 needs optimizer sgd or adam (the proximal gradient touches every row)"),
             ("loss", self.train.loss in ("bce", "bpr", "mse"), "must be bce|bpr|mse"),
             ("device", self.train.device in ("auto", "cpu", "cuda"), "must be auto|cpu|cuda"),
             ("num-rounds", self.fed.num_rounds >= 1, "must be >= 1"),

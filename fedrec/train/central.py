@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from fedrec.config import TrainConfig
@@ -53,15 +54,31 @@ def train_central(
     """
     device = resolve_device(tc.device)
     params = params if params is not None else init_params(model, seed)
-    p = {n: t.detach().to(device=device, dtype=torch.float32).clone().requires_grad_()
-         for n, t in params.items()}
-    opt = (torch.optim.Adam if tc.optimizer == "adam" else torch.optim.SGD)(
-        list(p.values()), lr=tc.lr
-    )
     users = np.arange(split.n_users)
     user_names = [s.name for s in model.specs_of("user")]
     item_names = [s.name for s in model.specs_of("item")]
     dense_names = [s.name for s in model.specs_of("dense")]
+    tables = set(user_names + item_names)
+    # embedding tables as 2-D leaves (rows, row numel) so they can take sparse gradients
+    shapes = {n: t.shape for n, t in params.items()}
+    p = {
+        n: (t.reshape(t.shape[0], -1) if n in tables else t)
+        .detach().to(device=device, dtype=torch.float32).clone().requires_grad_()
+        for n, t in params.items()
+    }
+    sparse = tc.optimizer == "sparse-adam"  # SparseAdam on tables, Adam on dense params
+    if tc.optimizer == "adam":
+        opts = [torch.optim.Adam(list(p.values()), lr=tc.lr)]
+    elif sparse:
+        opts = [torch.optim.SparseAdam([p[n] for n in tables], lr=tc.lr)]
+        if dense_names:
+            opts.append(torch.optim.Adam([p[n] for n in dense_names], lr=tc.lr))
+    else:
+        opts = [torch.optim.SGD(list(p.values()), lr=tc.lr)]
+
+    def rows(name: str, idx: Tensor) -> Tensor:
+        out = F.embedding(idx, p[name], sparse=sparse)
+        return out.view(*idx.shape, *shapes[name][1:])
     gen = torch.Generator().manual_seed(seed)
     for epoch in range(1, epochs + 1):
         # round key -epoch keeps central negatives distinct from any federated round's
@@ -75,27 +92,30 @@ def train_central(
             idx = perm[lo : lo + tc.batch_size]
             u = ex_user[idx].to(device)
             it = items[idx].to(device)
-            user = {k: p[k][u].unsqueeze(0) for k in user_names}  # (1, b, ...) per example
+            user = {k: rows(k, u).unsqueeze(0) for k in user_names}  # (1, b, ...) per example
             dense = {k: p[k].unsqueeze(0) for k in dense_names}
             scores = []
+            gathered = {k: rows(k, it) for k in item_names}  # (b, k, ...)
             for c in range(it.shape[1]):
-                item = {k: p[k][it[:, c]].unsqueeze(0) for k in item_names}
+                item = {k: g[:, c].unsqueeze(0) for k, g in gathered.items()}
                 scores.append(model.score(user, item, dense)[0])
             lab = labels[idx].to(device) if labels is not None else None
             loss = example_loss(tc.loss, scores, lab).mean()
             if tc.weight_decay:
                 loss = loss + tc.weight_decay * sum(
-                    p[k][it].pow(2).reshape(len(idx), -1).sum(-1).mean() for k in item_names
+                    g.pow(2).reshape(len(idx), -1).sum(-1).mean() for g in gathered.values()
                 )
                 loss = loss + tc.weight_decay * sum(
-                    p[k][u].pow(2).reshape(len(idx), -1).sum(-1).mean() for k in user_names
+                    v.pow(2).reshape(len(idx), -1).sum(-1).mean() for v in user.values()
                 )
-            opt.zero_grad()
+            for opt in opts:
+                opt.zero_grad()
             loss.backward()
-            opt.step()
+            for opt in opts:
+                opt.step()
             total += float(loss.detach()) * len(idx)
             n += len(idx)
         log.info("central epoch %d: loss %.4f", epoch, total / max(n, 1))
         if on_epoch is not None:
-            on_epoch(epoch, {k: v.detach() for k, v in p.items()})
-    return {k: v.detach().cpu() for k, v in p.items()}
+            on_epoch(epoch, {k: v.detach().view(shapes[k]) for k, v in p.items()})
+    return {k: v.detach().cpu().view(shapes[k]) for k, v in p.items()}

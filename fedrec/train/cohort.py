@@ -290,10 +290,11 @@ def _train_chunk(
             ep_loss[:a] += (per_ex.detach() * maskf).sum(1).double()
             grads: list[Tensor | tuple[Tensor, Tensor]] = [u_leaf[n].grad for n in user_names]
             flat_r = r.reshape(-1)
+            real = mask.unsqueeze(-1).expand_as(r).reshape(-1)  # padding is not a touch
             for n in item_names:
                 g = i_leaf[n].grad.reshape(flat_r.shape[0], *T[n].shape[1:])
-                if tc.optimizer == "sgd" and not proximal_mu:
-                    grads.append((flat_r, g))
+                if tc.optimizer in ("sgd", "sparse-adam") and not proximal_mu:
+                    grads.append((flat_r[real], g[real]))
                 else:
                     dense_g = torch.zeros((n_rows, *T[n].shape[1:]), device=device)
                     dense_g.index_add_(0, flat_r, g)

@@ -70,6 +70,7 @@ __all__ = [
     "build_units",
     "measure_step_ratio",
     "normal_from_keys",
+    "poisson_units",
     "train_cohort_dpsgd",
     "uniform_from_keys",
 ]
@@ -138,6 +139,31 @@ def normal_from_keys(prefix: Tensor, key: Tensor, dtype: torch.dtype = torch.flo
     u1 = (_lshr(h, 32).to(torch.float64) + 0.5) * (1.0 / 2**32)
     u2 = (h & 0xFFFFFFFF).to(torch.float64) * (1.0 / 2**32)
     return (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)).to(dtype)
+
+
+def poisson_units(
+    seed: int,
+    round_: int,
+    users: np.ndarray,
+    epoch: int,
+    step: int,
+    unit_owner: Tensor,
+    unit_pos: Tensor,
+    q: Tensor,
+) -> Tensor:
+    """Poisson sample of units for one step: unit ``i`` of local user ``j = unit_owner[i]`` is
+    in the batch iff ``rng.uniform(seed, DPSGD_BATCH, round_, users[j], epoch, step,
+    unit_pos[i]) < q[j]`` -- independently per unit, so batch sizes vary (Poisson sampling, as
+    the accountant assumes), and keyed by the user's global id only.
+
+    Returns
+    -------
+    Tensor
+        Indices (into ``unit_owner``) of the sampled units, increasing.
+    """
+    pre = _prefix(seed, rng.DPSGD_BATCH, round_, users, epoch, step, device=unit_owner.device)
+    u = uniform_from_keys(pre[unit_owner], unit_pos)
+    return torch.nonzero(u < q[unit_owner]).squeeze(1)
 
 
 # ------------------------------------------------------------------ units
@@ -368,12 +394,9 @@ def _train_chunk(
         for t, a in enumerate(n_active):
             tau_np = e * steps[:a] + t + 1  # each active user's step number in this round
             tau = torch.from_numpy(tau_np).to(device)
-            # Poisson sample of each active user's units
             n_units = int(un.start[a])
-            pre = _prefix(seed, rng.DPSGD_BATCH, round_, users_g[:a], e, t, device=device)
-            owner_all = unit_owner[:n_units]
-            u = uniform_from_keys(pre[owner_all], unit_pos[:n_units])
-            sel = torch.nonzero(u < q_t[owner_all]).squeeze(1)
+            sel = poisson_units(seed, round_, users_g[:a], e, t, unit_owner[:n_units],
+                                unit_pos[:n_units], q_t[:a])
             owner = unit_owner[sel]
             r = rows_e[e][sel]  # (A', m, k) local rows
             # lazy noise: bring the rows read this step up to date

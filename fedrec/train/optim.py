@@ -5,6 +5,11 @@ finished its batches must not move, and Adam's bias correction counts each user'
 Users are ordered so that those still training form a prefix, so every update touches a
 prefix of rows. With these rules, each user's rows follow exactly what ``torch.optim.SGD`` /
 ``torch.optim.Adam`` would do on that user's own full copy of the parameters.
+
+``sparse-adam`` is Adam with lazy updates of embedding rows, as ``torch.optim.SparseAdam`` does
+on sparse gradients: a row's moments and value change only at steps where the row has a
+gradient (duplicates in a batch are summed first). Its cost is proportional to the examples,
+not to the rows a user holds; user rows and dense parameters use ordinary Adam.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ class CohortOptimizer:
         user ``i``). Rows must be sorted by user.
     n_users : int
         Cohort size.
-    kind : {"sgd", "adam"}
+    kind : {"sgd", "adam", "sparse-adam"}
     lr : float
     """
 
@@ -43,7 +48,7 @@ class CohortOptimizer:
         self.eps = eps
         dev = params[0][0].device
         self.steps = torch.zeros(n_users, dtype=torch.float64, device=dev)
-        if kind == "adam":
+        if kind in ("adam", "sparse-adam"):
             self.m = [torch.zeros_like(p) for p, _ in params]
             self.v = [torch.zeros_like(p) for p, _ in params]
 
@@ -52,7 +57,7 @@ class CohortOptimizer:
         """Apply one step for users ``[0, n_active)``.
 
         ``grads[j]`` is either a dense gradient for the active prefix of ``params[j]`` or, for
-        SGD only, a sparse pair ``(row_index, row_grad)``.
+        SGD and sparse Adam, a sparse pair ``(row_index, row_grad)`` (rows may repeat).
         """
         self.steps[:n_active] += 1
         if self.kind == "sgd":
@@ -66,6 +71,9 @@ class CohortOptimizer:
         bc1 = (1 - self.b1**s).to(self.params[0][0].dtype)
         bc2_sqrt = (1 - self.b2**s).sqrt().to(self.params[0][0].dtype)
         for j, ((p, row_user), g) in enumerate(zip(self.params, grads, strict=True)):
+            if isinstance(g, tuple):
+                self._sparse_step(j, p, row_user, g, bc1, bc2_sqrt)
+                continue
             n = g.shape[0]
             ru = row_user[:n] if row_user is not None else None
             b1r = bc1[ru] if ru is not None else bc1[:n]
@@ -76,3 +84,22 @@ class CohortOptimizer:
             v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
             denom = (v.sqrt() / b2r.view(shape)).add_(self.eps)
             p[:n].addcdiv_(m * (self.lr / b1r).view(shape), denom, value=-1.0)
+
+    def _sparse_step(
+        self, j: int, p: Tensor, row_user: Tensor | None, g: tuple[Tensor, Tensor], bc1: Tensor,
+        bc2_sqrt: Tensor,
+    ) -> None:
+        rows, vals = g
+        uniq, inv = torch.unique(rows, return_inverse=True)
+        summed = torch.zeros((len(uniq), *vals.shape[1:]), dtype=vals.dtype, device=vals.device)
+        summed.index_add_(0, inv, vals)
+        owner = row_user[uniq] if row_user is not None else uniq
+        shape = (len(uniq),) + (1,) * (summed.dim() - 1)
+        m = self.m[j][uniq].mul_(self.b1).add_(summed, alpha=1 - self.b1)
+        v = self.v[j][uniq].mul_(self.b2).addcmul_(summed, summed, value=1 - self.b2)
+        self.m[j][uniq] = m
+        self.v[j][uniq] = v
+        # torch.optim.SparseAdam's arithmetic: eps is added before bias correction
+        denom = v.sqrt().add_(self.eps)
+        step = (self.lr * bc2_sqrt[owner] / bc1[owner]).view(shape)
+        p[uniq] = p[uniq] - step * m / denom

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from fedrec.config import TrainConfig
@@ -42,12 +43,22 @@ def train_user(
     user_names = [s.name for s in model.specs_of("user")]
     own = {n: user_state[n].float().clone().requires_grad_() for n in user_names}
     glob = {n: shared[n].float() for n in item_names + dense_names}
-    copy = {n: t.clone().requires_grad_() for n, t in glob.items()}
+    # item tables as 2-D leaves (n_items, row numel) so they can take sparse gradients
+    copy = {
+        n: (t.reshape(t.shape[0], -1) if n in item_names else t).clone().requires_grad_()
+        for n, t in glob.items()
+    }
     params = list(own.values()) + list(copy.values())
+    sparse = tc.optimizer == "sparse-adam"  # torch.optim.SparseAdam on the item tables
     if tc.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=tc.lr)
+        opts = [torch.optim.Adam(params, lr=tc.lr)]
+    elif sparse:
+        dense_params = list(own.values()) + [copy[n] for n in dense_names]
+        opts = [torch.optim.SparseAdam([copy[n] for n in item_names], lr=tc.lr)]
+        if dense_params:
+            opts.append(torch.optim.Adam(dense_params, lr=tc.lr))
     else:
-        opt = torch.optim.SGD(params, lr=tc.lr)
+        opts = [torch.optim.SGD(params, lr=tc.lr)]
     ex = build_examples(
         split, np.array([user]), tc.local_epochs, tc.num_negatives, tc.loss, seed, round_
     )
@@ -57,7 +68,11 @@ def train_user(
         for lo in range(0, len(items_all), tc.batch_size):
             items = items_all[lo : lo + tc.batch_size]  # (b, k)
             b = len(items)
-            gathered = {n: copy[n][items] for n in item_names}  # (b, k, ...)
+            gathered = {  # (b, k, ...); sparse gradients for SparseAdam
+                n: F.embedding(items, copy[n], sparse=sparse).view(*items.shape,
+                                                                    *glob[n].shape[1:])
+                for n in item_names
+            }
             scores = [
                 model.score(
                     {n: own[n].unsqueeze(1) for n in user_names},
@@ -76,10 +91,12 @@ def train_user(
                 loss = loss + tc.weight_decay * sum(o.pow(2).sum() for o in own.values())
             if proximal_mu:
                 loss = loss + proximal_mu / 2 * sum(
-                    (copy[n] - glob[n]).pow(2).sum() for n in copy
+                    (copy[n].view(glob[n].shape) - glob[n]).pow(2).sum() for n in copy
                 )
-            opt.zero_grad()
+            for opt in opts:
+                opt.zero_grad()
             loss.backward()
-            opt.step()
-    delta = {n: (copy[n].detach() - glob[n]).double() for n in copy}
+            for opt in opts:
+                opt.step()
+    delta = {n: (copy[n].detach().view(glob[n].shape) - glob[n]).double() for n in copy}
     return delta, {n: t.detach() for n, t in own.items()}
