@@ -1,6 +1,6 @@
 """Speed benchmark: central epoch vs one federated round (vectorised, per-user, Flower).
 
-    python benchmarks/speed.py [--data-dir DIR] [--out PATH] [--quick] [--sections a,b,c,d]
+    python benchmarks/speed.py [--data-dir DIR] [--out PATH] [--quick] [--sections a,b,c,d,e]
                                [--per-user-subset N] [--flower-subset N]
 
 Sections (all timed in this one run, so the ratios are measured under the same load):
@@ -16,7 +16,10 @@ b. one full-participation federated round on ML-1M (1 local epoch, 4 negatives p
    and scaled linearly by user count);
 c. scaling of the vectorised round on synthetic data (1k … 100k users), each size in a fresh
    subprocess with its peak RSS;
-d. (a) and (b, vectorised) on CUDA when available.
+d. (a) and (b, vectorised) on CUDA when available;
+e. the cost of sample-level DP-SGD: one local epoch of a random subset of ML-1M users with
+   per-user DP-SGD (``train_cohort_dpsgd``: per-unit clipping, Poisson batches, lazy noise)
+   against the same users' non-private SGD epoch (``train_cohort``), per user step.
 
 Prints a table and writes ``speed.json`` (``--out``). ``--quick`` swaps ML-1M for tiny synthetic
 data (smoke test). Flower simulations run in subprocesses (fresh Ray instance each).
@@ -58,7 +61,7 @@ from fedrec.train.reference import train_user  # noqa: E402
 log = logging.getLogger("fedrec.bench.speed")
 
 SEED = 0
-SECTIONS = ("a", "b", "c", "d")
+SECTIONS = ("a", "b", "c", "d", "e")
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "speed.json"
 CENTRAL_BATCH = 256
 DIM = 32
@@ -71,6 +74,7 @@ TARGET_VEC_VS_CENTRAL = 2.0
 TARGET_FLOWER_SPEEDUP = 50.0
 TARGET_RSS_GB = 4.0
 TARGET_GPU_ROUND_S = 1.0
+TARGET_DPSGD_STEP_RATIO = 5.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,8 @@ class Sizes:
         Users timed with the per-user loop (scaled by their share of training examples).
     flower_subset : int
         Users (= Flower clients) of the one-client-per-user simulation; 0 skips Flower.
+    dp_subset : int
+        Users of section (e) (DP-SGD against non-private SGD).
     cohort_sim_rounds, per_user_sim_rounds : int
         Rounds of the Flower simulations at the default cohort size and with one client per
         user. Round 2 is reported: round 1 carries Ray/actor start-up, and with 3 rounds it does
@@ -108,6 +114,7 @@ class Sizes:
     scaling_interactions: int
     per_user_subset: int
     flower_subset: int
+    dp_subset: int = 1000
     cohort_sim_rounds: int = 3
     per_user_sim_rounds: int = 3
     repeats: int = 3
@@ -137,6 +144,7 @@ QUICK = Sizes(
     scaling_interactions=15,
     per_user_subset=20,
     flower_subset=0,
+    dp_subset=60,
     repeats=2,
     budget_s=2.0,
 )
@@ -507,6 +515,55 @@ def section_scaling(sizes: Sizes, timeout_s: float) -> list[dict[str, Any]]:
     return out
 
 
+def section_dpsgd(sizes: Sizes, data_dir: str) -> dict[str, Any]:
+    """(e) One local epoch with per-user DP-SGD against plain SGD, same users, same data.
+
+    DP-SGD takes ``round(n_u / B)`` Poisson-sampled steps per epoch where the plain trainer
+    takes ``ceil(n_u / B)`` fixed batches, so the ratio is reported per user step (a user's
+    batch) and per epoch.
+    """
+    from fedrec.privacy.sample_level import per_user_rates
+    from fedrec.train.cohort import train_cohort
+    from fedrec.train.dpsgd import train_cohort_dpsgd
+    from fedrec.train.examples import examples_per_positive
+
+    cfg = bench_config(sizes, data_dir, optimizer="sgd", lr=0.05)
+    split = node.load_split(cfg)
+    model = node.make_model(cfg, split)
+    shared = model.init_shared(SEED)
+    rng = np.random.default_rng(SEED)
+    users = np.sort(rng.choice(split.n_users, size=min(sizes.dp_subset, split.n_users),
+                               replace=False))
+    state = model.init_users(users, SEED)
+    tc = cfg.train
+    n_pos = np.diff(split.train_indptr)[users]
+    n_ex = n_pos * examples_per_positive(tc.loss, tc.num_negatives)
+    plain_steps = int(np.ceil(n_ex / tc.batch_size).sum())
+    dp_steps = int(per_user_rates(n_pos, tc)[1].sum())
+    warm = users[:8]
+    train_cohort(model, shared, _state_rows(state, 0, 8), warm, split, tc, SEED, 1)
+    train_cohort_dpsgd(model, shared, _state_rows(state, 0, 8), warm, split, tc, SEED, 1,
+                       noise_multiplier=1.0, clip_norm=1.0)
+    plain = timed(lambda: train_cohort(model, shared, state, users, split, tc, SEED, 1),
+                  sizes.repeats, sizes.budget_s)
+    dp = timed(lambda: train_cohort_dpsgd(model, shared, state, users, split, tc, SEED, 1,
+                                          noise_multiplier=1.0, clip_norm=1.0),
+               sizes.repeats, sizes.budget_s)
+    per_step = (dp["seconds"] / dp_steps) / (plain["seconds"] / plain_steps)
+    log.info("(e) DP-SGD epoch %.2fs (%d user steps) vs SGD %.2fs (%d): %.2fx per step",
+             dp["seconds"], dp_steps, plain["seconds"], plain_steps, per_step)
+    return {
+        "users": int(len(users)),
+        "train_positives": int(n_pos.sum()),
+        "plain": {**plain, "user_steps": plain_steps},
+        "dpsgd": {**dp, "user_steps": dp_steps, "noise_multiplier": 1.0, "clip_norm": 1.0},
+        "ratio_per_step": per_step,
+        "ratio_per_epoch": dp["seconds"] / plain["seconds"],
+        "note": (f"{len(users)} random users (seed {SEED}), 1 local epoch, SGD, batch "
+                 f"{tc.batch_size}; train_cohort_dpsgd vs train_cohort"),
+    }
+
+
 # --------------------------------------------------------------------------- report
 def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     """PASS / MISS / N/A for each target of the issue."""
@@ -541,6 +598,10 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     targets.append(row("GPU full round (s)", gpu, f"<= {TARGET_GPU_ROUND_S:g}",
                        None if gpu is None else gpu <= TARGET_GPU_ROUND_S,
                        "(d) vectorised round on CUDA"))
+    dps = res.get("dpsgd", {}).get("ratio_per_step")
+    targets.append(row("DP-SGD step / non-private step", dps, f"<= {TARGET_DPSGD_STEP_RATIO:g}",
+                       None if dps is None else dps <= TARGET_DPSGD_STEP_RATIO,
+                       "(e) seconds per user step, DP-SGD / SGD"))
     return targets
 
 
@@ -599,6 +660,15 @@ def render(res: dict[str, Any]) -> str:
         cc = cu.get("central", {}).get("seconds")
         add("d", "central epoch (CUDA)", cu.get("central"), cc)
         add("d", "round: vectorised, in-process (CUDA)", cu.get("vectorised"), cc)
+    dps = res.get("dpsgd")
+    if dps:
+        lines += ["", f"{'e':3} {'DP-SGD epoch (' + str(dps['users']) + ' users)':44} "
+                  f"{_fmt(dps['dpsgd']['seconds']):>10} {'':>10}  "
+                  f"{dps['dpsgd']['user_steps']:,} user steps; {dps['note']}",
+                  f"{'e':3} {'non-private SGD epoch (same users)':44} "
+                  f"{_fmt(dps['plain']['seconds']):>10} {'':>10}  "
+                  f"{dps['plain']['user_steps']:,} user steps; per step DP/plain "
+                  f"{_fmt(dps['ratio_per_step'])}x, per epoch {_fmt(dps['ratio_per_epoch'])}x"]
     lines += ["", f"{'target':44} {'value':>10} {'threshold':>10}  status  (how)"]
     for t in res["targets"]:
         lines.append(f"{t['target']:44} {_fmt(t['value']):>10} {t['threshold']:>10}  "
@@ -676,6 +746,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             res["cuda"] = cu
         else:
             res["cuda"] = {"skipped": "torch.cuda.is_available() is False"}
+    if "e" in sections:
+        res["dpsgd"] = section_dpsgd(sizes, args.data_dir)
     res["targets"] = evaluate_targets(res)
     res["meta"]["total_s"] = time.perf_counter() - t_all
     return res
@@ -688,7 +760,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="data directory holding ml-1m/ and ncf-hexiangnan/")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="where to write speed.json")
     p.add_argument("--quick", action="store_true", help="tiny synthetic sizes (smoke test)")
-    p.add_argument("--sections", default=",".join(SECTIONS), help="subset of a,b,c,d")
+    p.add_argument("--sections", default=",".join(SECTIONS), help="subset of a,b,c,d,e")
     p.add_argument("--per-user-subset", type=int, default=0,
                    help="users timed with the per-user loop (default 200; quick 20)")
     p.add_argument("--flower-subset", type=int, default=None,

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,7 +67,6 @@ __all__ = [
     "DPCohortUpdate",
     "UserUnits",
     "build_units",
-    "measure_step_ratio",
     "normal_from_keys",
     "poisson_units",
     "train_cohort_dpsgd",
@@ -558,63 +556,4 @@ def _unit_grads(
         "item": {n: x.grad for n, x in i_leaf.items()},
         "sq": sq,
         "loss": per_ex.detach().sum(1),
-    }
-
-
-# ------------------------------------------------------------------ cost measurement
-def measure_step_ratio(
-    n_users: int = 1000,
-    n_items: int = 500,
-    mean_interactions: int = 40,
-    model_name: str = "mf",
-    dim: int = 32,
-    batch_size: int = 64,
-    repeats: int = 2,
-    device: str = "cpu",
-) -> dict[str, float]:
-    """Wall time of one DP-SGD step against one non-private step (same data, SGD).
-
-    Not a test (timing). Both trainers run one local epoch of the whole synthetic population
-    as one cohort; the time per *user step* (a user's batch) is compared, since DP-SGD takes
-    ``round(n_u / B)`` steps per epoch where the plain trainer takes ``ceil(n_u / B)``.
-
-    Returns
-    -------
-    dict
-        ``{"plain_s", "dp_s", "plain_user_steps", "dp_user_steps", "ratio_per_step",
-        "ratio_per_epoch"}``.
-    """
-    from fedrec.data.prepare import prepare_split
-    from fedrec.models.registry import build_model
-    from fedrec.train.cohort import train_cohort
-
-    split = prepare_split("synthetic", "loo", None, 0, 99, {
-        "n_users": n_users, "n_items": n_items, "mean_interactions": mean_interactions})
-    model = build_model(model_name, n_users=split.n_users, n_items=split.n_items, dim=dim)
-    shared = model.init_shared(0)
-    users = np.arange(split.n_users)
-    state = model.init_users(users, 0)
-    tc = TrainConfig(batch_size=batch_size, optimizer="sgd", device=device)
-    n_ex = np.diff(split.train_indptr) * examples_per_positive(tc.loss, tc.num_negatives)
-    plain_steps = int(np.ceil(n_ex / batch_size).sum())
-    dp_steps = int(per_user_rates(np.diff(split.train_indptr), tc)[1].sum())
-
-    def best(fn) -> float:
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times)
-
-    plain = best(lambda: train_cohort(model, shared, state, users, split, tc, 0, 1))
-    dp = best(lambda: train_cohort_dpsgd(model, shared, state, users, split, tc, 0, 1,
-                                         noise_multiplier=1.0, clip_norm=1.0))
-    return {
-        "plain_s": plain,
-        "dp_s": dp,
-        "plain_user_steps": plain_steps,
-        "dp_user_steps": dp_steps,
-        "ratio_per_step": (dp / dp_steps) / (plain / plain_steps),
-        "ratio_per_epoch": dp / plain,
     }

@@ -36,7 +36,7 @@ def is_positive(x: Any) -> bool:
 
 def check_common(res: dict[str, Any], table: str) -> None:
     assert res["meta"]["quick"] is True
-    assert res["meta"]["sections"] == ["a", "b", "c", "d"]
+    assert res["meta"]["sections"] == ["a", "b", "c", "d", "e"]
     central = res["central"]
     assert is_positive(central["seconds"]) and central["batch_size"] == 256
     fed = res["federated"]
@@ -50,8 +50,13 @@ def check_common(res: dict[str, Any], table: str) -> None:
     for s in res["scaling"]:
         assert is_positive(s["seconds"]) and is_positive(s["peak_rss_gb"])
     assert "skipped" in res["cuda"] or is_positive(res["cuda"]["vectorised"]["seconds"])
+    dps = res["dpsgd"]
+    assert dps["users"] == res["meta"]["sizes"]["dp_subset"]
+    assert dps["dpsgd"]["user_steps"] > 0 and dps["plain"]["user_steps"] > 0
+    assert is_positive(dps["ratio_per_step"]) and is_positive(dps["ratio_per_epoch"])
+    assert "DP-SGD epoch" in table
     names = [t["target"] for t in res["targets"]]
-    assert len(names) == 4
+    assert len(names) == 5 and res["targets"][4]["status"] in ("PASS", "MISS")
     for t in res["targets"]:
         assert t["status"] in ("PASS", "MISS", "N/A")
         assert t["status"] == "N/A" or is_positive(t["value"])

@@ -115,11 +115,11 @@ def test_server_aggregate_noise_std_is_z_C_over_qN():
     assert abs(null.mean()) < 5 * null.std() / math.sqrt(len(null))  # unbiased
 
 
-@pytest.mark.parametrize("noise_scale", [1.0, 0.25])
+@pytest.mark.parametrize("noise_scale", [1.0, 0.5])
 def test_canary_distinguisher_on_the_server_aggregate(noise_scale):
     """Poisson-sampled canary (q = 0.5), one round per trial: the empirical epsilon lower bound
-    stays below the accountant's epsilon for (z, q, 1 round); with a quarter of the noise the
-    distinguisher proves more privacy loss than the accountant allows."""
+    stays below the accountant's epsilon for (z, q, 1 round) (measured: 1.67 < 3.54); with half
+    the noise the distinguisher proves more privacy loss than the accountant allows (5.15)."""
     # Prepare
     accountant_eps = compute_epsilons([(Z, Q, 1)], DELTA)["prv"]
     # Execute
