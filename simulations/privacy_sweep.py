@@ -1,7 +1,8 @@
 """Privacy-utility sweep: target epsilon x seeds, one run per point, plus a non-private reference.
 
     python simulations/privacy_sweep.py CONFIG.toml [--set key=value ...] --out DIR
-        [--epsilons 0.5,1,2,4,8,inf] [--seeds 0,1,2] [--mode user|sample] [--cpus N] [--dry-run]
+        [--epsilons 0.5,1,2,4,8,inf] [--seeds 0,1,2] [--mode user|sample] [--data-dir DIR]
+        [--cpus N] [--dry-run]
 
 Every point is one experiment of ``simulations/launch.py`` (Flower's simulation engine) in its own
 run directory ``DIR/eps-{e}-seed-{s}`` with ``privacy = MODE`` and ``target-epsilon = e``: the
@@ -400,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2", help="seeds, comma-separated")
     parser.add_argument("--mode", default="user", choices=("user", "sample"),
                         help="user-level DP-FedAvg or per-user DP-SGD")
+    parser.add_argument("--data-dir", help="shortcut for --set data-dir=DIR")
     parser.add_argument("--cpus", type=int, help="CPUs for the simulation (default: all)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     args = parser.parse_args(argv)
@@ -408,7 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         epsilons = parse_list(args.epsilons, float, "epsilons")
         seeds = parse_list(args.seeds, int, "seeds")
-        run_sweep(args.config, args.overrides, args.out, epsilons, seeds, args.mode,
+        overrides = list(args.overrides)
+        if args.data_dir:
+            overrides.append(f"data-dir={args.data_dir}")
+        run_sweep(args.config, overrides, args.out, epsilons, seeds, args.mode,
                   cpus=args.cpus, dry_run=args.dry_run)
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)

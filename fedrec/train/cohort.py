@@ -313,10 +313,10 @@ def _train_chunk(
         dT = {n: T[n] - T0[n] for n in item_names}
         dD = {n: D[n] - D0[n].unsqueeze(0) for n in dense_names}
         sq = torch.zeros(n_users, dtype=torch.float64, device=device)
-        for d in dT.values():
-            sq.index_add_(0, row_user, d.double().pow(2).reshape(d.shape[0], -1).sum(1))
+        for d in dT.values():  # row norms in one pass (no full-size float64 temporaries)
+            sq.index_add_(0, row_user, _row_sq_norms(d))
         for d in dD.values():
-            sq += d.double().pow(2).reshape(n_users, -1).sum(1)
+            sq += _row_sq_norms(d)
         if weighting == "examples":
             w = torch.from_numpy(ex.n_pos.astype(np.float64)).to(device)
         elif weighting == "equal":
@@ -361,3 +361,8 @@ def _train_chunk(
             {n: t.detach().cpu() for n, t in P.items()},
         ) if keep_local else None,
     }
+
+
+def _row_sq_norms(d: Tensor) -> Tensor:
+    """Squared L2 norm of each row of ``d`` (float64)."""
+    return torch.linalg.vector_norm(d.reshape(d.shape[0], -1), dim=1).double().pow(2)

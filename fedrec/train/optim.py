@@ -14,6 +14,8 @@ not to the rows a user holds; user rows and dense parameters use ordinary Adam.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -48,6 +50,7 @@ class CohortOptimizer:
         self.eps = eps
         dev = params[0][0].device
         self.steps = torch.zeros(n_users, dtype=torch.float64, device=dev)
+        self.log_b1, self.log_b2 = math.log(self.b1), math.log(self.b2)
         if kind in ("adam", "sparse-adam"):
             self.m = [torch.zeros_like(p) for p, _ in params]
             self.v = [torch.zeros_like(p) for p, _ in params]
@@ -68,8 +71,9 @@ class CohortOptimizer:
                     p[: g.shape[0]].add_(g, alpha=-self.lr)
             return
         s = self.steps[:n_active]
-        bc1 = (1 - self.b1**s).to(self.params[0][0].dtype)
-        bc2_sqrt = (1 - self.b2**s).sqrt().to(self.params[0][0].dtype)
+        # 1 - b**s as -expm1(s log b): torch's scalar**tensor takes a slow per-element path
+        bc1 = (-torch.expm1(s * self.log_b1)).to(self.params[0][0].dtype)
+        bc2_sqrt = (-torch.expm1(s * self.log_b2)).sqrt().to(self.params[0][0].dtype)
         for j, ((p, row_user), g) in enumerate(zip(self.params, grads, strict=True)):
             if isinstance(g, tuple):
                 self._sparse_step(j, p, row_user, g, bc1, bc2_sqrt)
