@@ -463,16 +463,9 @@ def run_federated(cfg: Any, opts: Options) -> dict[str, Any]:
 
         summary = run(cfg)
     else:
-        from clients.app import app as client_app
-        from fedrec.data.partition import num_partitions
-        from fedrec.node import load_split
-        from server.loop import run_federation
-        from tests.inprocess import InProcessGrid
+        from simulations.inprocess import run_inprocess
 
-        split = load_split(cfg)
-        n = num_partitions(split.n_users, cfg.fed.users_per_node, cfg.fed.num_nodes)
-        quiet_flower()
-        summary = run_federation(InProcessGrid(client_app, n), cfg)
+        summary = run_inprocess(cfg)
     rows = read_csv(Path(cfg.run.out) / "metrics.csv")
     summary["kind"] = "federated"
     summary["curve"] = [
@@ -482,13 +475,6 @@ def run_federated(cfg: Any, opts: Options) -> dict[str, Any]:
     ]
     summary["final"] = {k: float(summary["final"][k]) for k in METRICS if k in summary["final"]}
     return summary
-
-
-def quiet_flower() -> None:
-    """Flower logs every configure/aggregate call at INFO; keep errors only."""
-    flwr_log = logging.getLogger("flwr")
-    flwr_log.setLevel(logging.ERROR)
-    flwr_log.propagate = False
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -2,7 +2,7 @@
 
     python simulations/privacy_sweep.py CONFIG.toml [--set key=value ...] --out DIR
         [--epsilons 0.5,1,2,4,8,inf] [--seeds 0,1,2] [--mode user|sample] [--data-dir DIR]
-        [--cpus N] [--dry-run]
+        [--engine ray|inprocess] [--cpus N] [--dry-run]
 
 Every point is one experiment of ``simulations/launch.py`` (Flower's simulation engine) in its own
 run directory ``DIR/eps-{e}-seed-{s}`` with ``privacy = MODE`` and ``target-epsilon = e``: the
@@ -120,7 +120,13 @@ def point_config(
     return cfg
 
 
-def _default_runner(cpus: int | None) -> Runner:
+def _default_runner(cpus: int | None, engine: str = "ray") -> Runner:
+    """Flower's simulation engine (``ray``) or the in-process Grid (``inprocess``)."""
+    if engine == "inprocess":
+        from simulations.inprocess import run_inprocess
+
+        return run_inprocess
+
     def runner(cfg: Config) -> dict[str, Any]:
         from simulations.launch import run
 
@@ -402,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", default="user", choices=("user", "sample"),
                         help="user-level DP-FedAvg or per-user DP-SGD")
     parser.add_argument("--data-dir", help="shortcut for --set data-dir=DIR")
+    parser.add_argument("--engine", choices=("ray", "inprocess"), default="ray",
+                        help="Flower's simulation engine (default) or the in-process Grid "
+                             "(same ServerApp/ClientApp code, no Ray: for busy small machines)")
     parser.add_argument("--cpus", type=int, help="CPUs for the simulation (default: all)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     args = parser.parse_args(argv)
@@ -414,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.data_dir:
             overrides.append(f"data-dir={args.data_dir}")
         run_sweep(args.config, overrides, args.out, epsilons, seeds, args.mode,
-                  cpus=args.cpus, dry_run=args.dry_run)
+                  runner=_default_runner(args.cpus, args.engine), dry_run=args.dry_run)
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -34,8 +34,8 @@ from fedrec.privacy.accounting import compute_epsilons
 from fedrec.privacy.mechanism import poisson_sample
 from fedrec.train.dpsgd import build_units, train_cohort_dpsgd
 from server.privacy import UserLevelDP
+from simulations.inprocess import InProcessGrid
 from tests.helpers import tiny_split
-from tests.inprocess import InProcessGrid
 
 # ------------------------------------------------------------------ user-level, server path
 Z, CLIP, Q, N_USERS, DELTA = 1.0, 0.5, 0.5, 1000, 1e-5

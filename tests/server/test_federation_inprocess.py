@@ -10,7 +10,7 @@ from fedrec.config import Config
 from fedrec.data.partition import num_partitions
 from fedrec.node import load_split
 from server.loop import run_federation
-from tests.inprocess import InProcessGrid
+from simulations.inprocess import InProcessGrid
 
 SMALL = {
     "dataset": "synthetic",

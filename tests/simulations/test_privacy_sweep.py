@@ -10,13 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from clients.app import app as client_app
 from fedrec.config import Config
-from fedrec.data.partition import num_partitions
-from fedrec.node import load_split
-from server.loop import run_federation
+from simulations.inprocess import run_inprocess
 from simulations.privacy_sweep import run_sweep
-from tests.inprocess import InProcessGrid
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["synthetic-users=24", "synthetic-items=80", "synthetic-interactions=8",
@@ -32,9 +28,7 @@ class InProcessRunner:
 
     def __call__(self, cfg: Config) -> dict:
         self.runs.append(Path(cfg.run.out).name)
-        split = load_split(cfg)
-        n = num_partitions(split.n_users, cfg.fed.users_per_node, cfg.fed.num_nodes)
-        return run_federation(InProcessGrid(client_app, n), cfg)
+        return run_inprocess(cfg)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -113,3 +107,15 @@ def test_sweep_on_the_ray_simulation_engine(tmp_path):
     assert "ETA" in res.stdout
     rows = read_csv(tmp_path / "ray" / "sweep.csv")
     assert [r["epsilon_target"] for r in rows] == ["nonprivate", "2"]
+
+
+def test_cli_runs_on_the_in_process_engine(tmp_path):
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "simulations" / "privacy_sweep.py"),
+         *[a for s in TINY for a in ("--set", s)], "--out", str(tmp_path / "ip"),
+         "--epsilons", "2", "--seeds", "0", "--engine", "inprocess"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    rows = read_csv(tmp_path / "ip" / "sweep.csv")
+    assert [r["epsilon_target"] for r in rows] == ["nonprivate", "2"]
+    assert 1.5 < float(rows[1]["epsilon_prv"]) <= 2.0

@@ -27,8 +27,8 @@ from fedrec.train.dpsgd import (
 )
 from fedrec.train.reference import train_user
 from server.loop import run_federation
+from simulations.inprocess import InProcessGrid
 from tests.helpers import tiny_split
-from tests.inprocess import InProcessGrid
 
 HUGE_C = 1e12
 
