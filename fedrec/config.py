@@ -61,7 +61,7 @@ class FederationConfig:
     num_nodes: int = 0  # > 0 overrides users-per-node with an even split
     eval_every: int = 1
     server_lr: float = 1.0  # server optimizers (fedadam, fedyogi, fedavgm)
-    proximal_mu: float = 0.0  # fedprox
+    proximal_mu: float = 0.0  # fedprox (sparse-adam: on the item rows used in each batch)
     timeout: float = 3600.0
 
 
@@ -146,8 +146,6 @@ class Config:
             ("lr", self.train.lr > 0, "must be > 0"),
             ("optimizer", self.train.optimizer in ("sgd", "adam", "sparse-adam"),
              "must be sgd|adam|sparse-adam"),
-            ("proximal-mu", self.fed.proximal_mu == 0 or self.train.optimizer != "sparse-adam",
-             "> 0 needs optimizer sgd or adam (the proximal gradient touches every row)"),
             ("loss", self.train.loss in ("bce", "bpr", "mse"), "must be bce|bpr|mse"),
             ("device", self.train.device in ("auto", "cpu", "cuda"), "must be auto|cpu|cuda"),
             ("num-rounds", self.fed.num_rounds >= 1, "must be >= 1"),

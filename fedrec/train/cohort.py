@@ -127,7 +127,9 @@ def train_cohort(
         Clip each user's update of the shared parameters to this L2 norm.
     weighting : {"examples", "equal"}
     proximal_mu : float
-        FedProx coefficient: adds ``mu/2 * ||w - w_global||^2`` over the user's shared rows.
+        FedProx coefficient: adds ``mu/2 * ||w - w_global||^2`` over the user's shared rows
+        (with ``sparse-adam``, lazily: over the item rows used in each batch, as torch's
+        SparseAdam would see a proximal term on the gathered rows; dense parameters always).
     keep_per_user : bool
         Also return each user's update (tests, audits).
     keep_local : bool
@@ -293,8 +295,13 @@ def _train_chunk(
             real = mask.unsqueeze(-1).expand_as(r).reshape(-1)  # padding is not a touch
             for n in item_names:
                 g = i_leaf[n].grad.reshape(flat_r.shape[0], *T[n].shape[1:])
-                if tc.optimizer in ("sgd", "sparse-adam") and not proximal_mu:
-                    grads.append((flat_r[real], g[real]))
+                if tc.optimizer == "sparse-adam" or (tc.optimizer == "sgd" and not proximal_mu):
+                    rows, vals = flat_r[real], g[real]
+                    if proximal_mu:  # lazy FedProx: mu (w - w_global) once per row used now
+                        used = torch.unique(rows)
+                        rows = torch.cat([rows, used])
+                        vals = torch.cat([vals, proximal_mu * (T[n][used] - T0[n][used])])
+                    grads.append((rows, vals))
                 else:
                     dense_g = torch.zeros((n_rows, *T[n].shape[1:]), device=device)
                     dense_g.index_add_(0, flat_r, g)

@@ -91,7 +91,8 @@ def train_user(
                 loss = loss + tc.weight_decay * sum(o.pow(2).sum() for o in own.values())
             if proximal_mu:
                 loss = loss + proximal_mu / 2 * sum(
-                    (copy[n].view(glob[n].shape) - glob[n]).pow(2).sum() for n in copy
+                    _drift(copy[n], glob[n], items if sparse and n in item_names else None)
+                    .pow(2).sum() for n in copy
                 )
             for opt in opts:
                 opt.zero_grad()
@@ -100,3 +101,12 @@ def train_user(
                 opt.step()
     delta = {n: (copy[n].detach().view(glob[n].shape) - glob[n]).double() for n in copy}
     return delta, {n: t.detach() for n, t in own.items()}
+
+
+def _drift(copy: Tensor, glob: Tensor, items: Tensor | None) -> Tensor:
+    """``copy - glob`` over every row, or (sparse: ``items`` given) over the rows used in the
+    batch, each once, through a sparse-gradient lookup (lazy FedProx with SparseAdam)."""
+    if items is None:
+        return copy.view(glob.shape) - glob
+    rows = torch.unique(items)
+    return F.embedding(rows, copy, sparse=True) - glob.reshape(glob.shape[0], -1)[rows]

@@ -84,7 +84,7 @@ def arrays_of(record: ArrayRecord | None) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("name", ["fedavg", "fedprox"])
 def test_fedavg_and_fedprox_aggregate_the_weighted_mean(name: str) -> None:
     # Prepare
-    strategy = strategy_for(name, **{"proximal-mu": 0.1, "optimizer": "adam"})
+    strategy = strategy_for(name, **{"proximal-mu": 0.1})
 
     # Execute
     arrays, metrics = strategy.aggregate_train(1, three_replies())
@@ -100,7 +100,7 @@ def test_fedavg_and_fedprox_aggregate_the_weighted_mean(name: str) -> None:
 
 def test_fedprox_sends_the_configured_mu_to_the_nodes() -> None:
     # Prepare
-    strategy = strategy_for("fedprox", **{"proximal-mu": 0.25, "optimizer": "adam"})
+    strategy = strategy_for("fedprox", **{"proximal-mu": 0.25})
 
     # Execute
     messages = start_round(strategy, 1, [0.0, 0.0], 0.0)

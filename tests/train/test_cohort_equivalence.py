@@ -23,13 +23,16 @@ CASES = [
     ("sgd", "bce", 0.0, 0.01),
     ("adam", "bpr", 0.0, 0.0),
     ("sgd", "bce", 0.1, 0.0),  # fedprox term
+    ("sparse-adam", "bce", 0.1, 0.0),  # lazy fedprox term
     ("adam", "bce", 0.1, 0.01),
 ]
 
 
-# every optimiser/loss/FedProx case on MF; the default optimiser and FedProx on every model
+# every optimiser/loss/FedProx case on MF; the default optimiser and both FedProx forms on
+# every model
 MATRIX = [("mf", *c) for c in CASES] + [
-    (m, *c) for m in known_models() if m != "mf" for c in (CASES[0], CASES[-2])
+    (m, *c) for m in known_models() if m != "mf"
+    for c in (CASES[0], ("sgd", "bce", 0.1, 0.0), ("sparse-adam", "bce", 0.1, 0.0))
 ]
 
 
