@@ -248,7 +248,7 @@ def _check_same_config(run_dir: Path, cfg: Config) -> None:
     done = json.loads(path.read_text())
     now = json.loads(json.dumps(cfg.to_flat()))  # the same JSON round-trip (inf, floats)
     diff = sorted(k for k in set(done) | set(now) if done.get(k) != now.get(k)
-                  and k not in ("resume", "timeout", "device"))
+                  and k not in ("resume", "timeout", "device", "out"))  # out: the dir itself
     if diff:
         raise ConfigError(
             f"{run_dir} was run with other settings ({', '.join(diff)}); use another --out or "
@@ -372,7 +372,7 @@ def plot(path: Path, rows: list[dict[str, Any]], mode: str) -> None:
                             label="clipping + sampling, no noise")
         for x, y, a in zip(xs, ys, ann, strict=True):
             if not math.isnan(y):
-                txt = "ε=∞" if math.isinf(a) else ("" if math.isnan(a) else f"ε={a:.2g}")
+                txt = "ε=∞" if math.isinf(a) else ("" if math.isnan(a) else f"ε={a:.3g}")
                 ax.annotate(txt, (x, y), textcoords="offset points", xytext=(0, 8),
                             ha="center", fontsize=8)
         if ref:
