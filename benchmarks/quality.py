@@ -696,6 +696,7 @@ def plot(matrix: list[tuple[Dataset, list[Method]]], rows: list[dict[str, Any]],
     fig, axes = plt.subplots(1, max(1, len(shown)), figsize=(7 * max(1, len(shown)), 5),
                              squeeze=False)
     for ax, ds in zip(axes[0], shown, strict=False):
+        ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # > 10 rows: no repeated colour
         for r in (r for r in rows if r["dataset"] == ds.key):
             if r["kind"] == "popularity":
                 if not math.isnan(r["hr@10"]["mean"]):
