@@ -96,26 +96,25 @@ def test_cli_dry_run_and_clean_errors(tmp_path):
     assert res.returncode == 2 and "--epsilons" in res.stderr
 
 
-@pytest.mark.slow
-def test_sweep_on_the_ray_simulation_engine(tmp_path):
+def run_cli(out: Path, *extra: str, timeout: int) -> tuple[subprocess.CompletedProcess, list]:
+    """The sweep CLI on TINY with one target (epsilon 2) and seed 0; its process and CSV rows."""
     res = subprocess.run(
         [sys.executable, str(ROOT / "simulations" / "privacy_sweep.py"),
-         *[a for s in TINY for a in ("--set", s)], "--out", str(tmp_path / "ray"),
-         "--epsilons", "2", "--seeds", "0", "--cpus", "2"],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
+         *[a for s in TINY for a in ("--set", s)], "--out", str(out),
+         "--epsilons", "2", "--seeds", "0", *extra],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert "ETA" in res.stdout
-    rows = read_csv(tmp_path / "ray" / "sweep.csv")
+    rows = read_csv(out / "sweep.csv")
     assert [r["epsilon_target"] for r in rows] == ["nonprivate", "2"]
+    return res, rows
+
+
+@pytest.mark.slow
+def test_sweep_on_the_ray_simulation_engine(tmp_path):
+    res, _ = run_cli(tmp_path / "ray", "--cpus", "2", timeout=600)
+    assert "ETA" in res.stdout
 
 
 def test_cli_runs_on_the_in_process_engine(tmp_path):
-    res = subprocess.run(
-        [sys.executable, str(ROOT / "simulations" / "privacy_sweep.py"),
-         *[a for s in TINY for a in ("--set", s)], "--out", str(tmp_path / "ip"),
-         "--epsilons", "2", "--seeds", "0", "--engine", "inprocess"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    rows = read_csv(tmp_path / "ip" / "sweep.csv")
-    assert [r["epsilon_target"] for r in rows] == ["nonprivate", "2"]
+    _, rows = run_cli(tmp_path / "ip", "--engine", "inprocess", timeout=300)
     assert 1.5 < float(rows[1]["epsilon_prv"]) <= 2.0
