@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from clients.app import app as client_app
 from fedrec import rng
 from fedrec.config import Config, ConfigError, TrainConfig
-from fedrec.data.partition import num_partitions
 from fedrec.data.schema import SplitData
 from fedrec.models.registry import build_model, known_models
 from fedrec.node import load_split
@@ -26,8 +24,7 @@ from fedrec.train.dpsgd import (
     uniform_from_keys,
 )
 from fedrec.train.reference import train_user
-from server.loop import run_federation
-from simulations.inprocess import InProcessGrid
+from simulations.inprocess import run_inprocess
 from tests.helpers import tiny_split
 
 HUGE_C = 1e12
@@ -267,11 +264,7 @@ SMALL = {
 
 
 def run(tmp_path, name, **flat):
-    cfg = Config.from_flat({**SMALL, **flat, "out": str(tmp_path / name)})
-    split = load_split(cfg)
-    grid = InProcessGrid(client_app, num_partitions(split.n_users, cfg.fed.users_per_node,
-                                                    cfg.fed.num_nodes))
-    return run_federation(grid, cfg)
+    return run_inprocess(Config.from_flat({**SMALL, **flat, "out": str(tmp_path / name)}))
 
 
 def test_sample_level_federation_reports_the_worst_users_epsilon(tmp_path):
