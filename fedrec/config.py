@@ -45,11 +45,24 @@ class TrainConfig:
     num_negatives: int = 4
     batch_size: int = 64
     lr: float = 0.2  # lazy Adam moves a row only when touched: 4x the dense-Adam rate
+    user_lr: float = 0.0  # learning rate of the private (user) rows; 0: same as lr
+    lr_decay: float = 1.0  # round r trains at lr * lr-decay**(r - 1) (user-lr too)
     optimizer: str = "sparse-adam"  # sgd | adam | sparse-adam (lazy Adam on embedding rows)
     loss: str = "bce"  # bce | bpr | mse (explicit ratings, reports RMSE)
     weight_decay: float = 0.0  # L2 on the rows used in a batch (sparse-safe)
     device: str = "auto"  # auto | cpu | cuda
     max_examples_per_chunk: int = 2_000_000  # bounds memory of vectorised cohorts
+
+    @property
+    def users_lr(self) -> float:
+        """Learning rate of the private (user) rows: ``user-lr``, or ``lr`` when that is 0."""
+        return self.user_lr or self.lr
+
+    def at_round(self, round_: int) -> TrainConfig:
+        """The settings round ``round_`` (1-based) trains with: both rates times
+        ``lr-decay ** (round_ - 1)``."""
+        f = self.lr_decay ** (round_ - 1)
+        return dataclasses.replace(self, lr=self.lr * f, user_lr=self.user_lr * f, lr_decay=1.0)
 
 
 @dataclass
@@ -144,6 +157,10 @@ class Config:
             ("num-negatives", self.train.num_negatives >= 1, "must be >= 1"),
             ("batch-size", self.train.batch_size >= 1, "must be >= 1"),
             ("lr", self.train.lr > 0, "must be > 0"),
+            ("user-lr", self.train.user_lr >= 0, "must be >= 0 (0: same as lr)"),
+            ("lr-decay", 0 < self.train.lr_decay <= 1, "must be in (0, 1]"),
+            ("user-lr", not (self.train.user_lr and self.privacy.privacy == "sample"),
+             "is not supported with privacy='sample' (DP-SGD steps every row at lr)"),
             ("optimizer", self.train.optimizer in ("sgd", "adam", "sparse-adam"),
              "must be sgd|adam|sparse-adam"),
             ("loss", self.train.loss in ("bce", "bpr", "mse"), "must be bce|bpr|mse"),

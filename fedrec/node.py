@@ -96,6 +96,7 @@ def train_round(
     model = make_model(cfg, split)
     check_shared(shared, model, "train message")
     sampled = participants(users, cfg.fed.fraction_train, cfg.run.seed, round_)
+    tc = cfg.train.at_round(round_)
     base = {n: np.asarray(a, dtype=np.float64) for n, a in shared.items()}
     sample_dp = cfg.privacy.privacy == "sample"  # per-user DP-SGD; report the worst user
     sigma = sample_level.resolve_noise_multiplier(cfg, split) if sample_dp else 0.0
@@ -110,13 +111,13 @@ def train_round(
     if sample_dp:
         upd = train_cohort_dpsgd(
             model, to_torch(shared), {n: t[idx] for n, t in state.items()}, sampled, split,
-            cfg.train, cfg.run.seed, round_, noise_multiplier=sigma,
+            tc, cfg.run.seed, round_, noise_multiplier=sigma,
             clip_norm=cfg.privacy.clip_norm,
         )
     else:
         upd = train_cohort(
             model, to_torch(shared), {n: t[idx] for n, t in state.items()}, sampled, split,
-            cfg.train, cfg.run.seed, round_, proximal_mu=cfg.fed.proximal_mu,
+            tc, cfg.run.seed, round_, proximal_mu=cfg.fed.proximal_mu,
             clip_norm=cfg.privacy.clip_norm if user_dp else None,
             weighting="equal" if user_dp else "examples",
         )
@@ -157,7 +158,8 @@ def evaluate_round(
     kw = {"full": cfg.eval.full_ranking, "explicit": cfg.train.loss == "mse"}
     shared_t = to_torch(shared)
     if cfg.eval.finetune_epochs > 0:
-        tc = dataclasses.replace(cfg.train, local_epochs=cfg.eval.finetune_epochs)
+        tc = dataclasses.replace(cfg.train.at_round(round_),
+                                 local_epochs=cfg.eval.finetune_epochs)
         upd = train_cohort(model, shared_t, state, users, split, tc, cfg.run.seed,
                            FINETUNE_ROUND_KEY + round_, keep_local=True)
         return evaluate_local(model, shared_t, upd.local, split, **kw)

@@ -37,3 +37,12 @@ def test_every_shipped_config_file_is_valid():
     assert files
     for f in files:
         Config.from_flat(load_toml(f), source=str(f))
+
+
+def test_user_lr_defaults_to_lr_and_is_checked():
+    assert Config.from_flat({"lr": 0.3}).train.users_lr == 0.3
+    assert Config.from_flat({"lr": 0.3, "user-lr": 0.05}).train.users_lr == 0.05
+    with pytest.raises(ConfigError, match="'user-lr' = -0.1"):
+        Config.from_flat({"user-lr": -0.1})
+    with pytest.raises(ConfigError, match="'user-lr' = 0.05 is not supported with privacy"):
+        Config.from_flat({"user-lr": 0.05, "privacy": "sample", "optimizer": "sgd"})

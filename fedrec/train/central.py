@@ -45,8 +45,8 @@ def train_central(
     Parameters
     ----------
     tc : TrainConfig
-        ``batch-size``, ``lr``, ``optimizer``, ``loss``, ``num-negatives``,
-        ``weight-decay`` and ``device`` are used.
+        ``batch-size``, ``lr``, ``user-lr``, ``lr-decay`` (per epoch), ``optimizer``,
+        ``loss``, ``num-negatives``, ``weight-decay`` and ``device`` are used.
     params : dict, optional
         Starting parameters (e.g. for NeuMF pre-training); default ``init_params``.
     on_epoch : callable, optional
@@ -67,20 +67,28 @@ def train_central(
         for n, t in params.items()
     }
     sparse = tc.optimizer == "sparse-adam"  # SparseAdam on tables, Adam on dense params
+    groups = [{"params": [p[n] for n in user_names], "lr": tc.users_lr},
+              {"params": [t for n, t in p.items() if n not in user_names]}]
     if tc.optimizer == "adam":
-        opts = [torch.optim.Adam(list(p.values()), lr=tc.lr)]
+        opts = [torch.optim.Adam(groups, lr=tc.lr)]
     elif sparse:
-        opts = [torch.optim.SparseAdam([p[n] for n in tables], lr=tc.lr)]
+        opts = [torch.optim.SparseAdam([{"params": [p[n] for n in user_names],
+                                         "lr": tc.users_lr},
+                                        {"params": [p[n] for n in item_names]}], lr=tc.lr)]
         if dense_names:
             opts.append(torch.optim.Adam([p[n] for n in dense_names], lr=tc.lr))
     else:
-        opts = [torch.optim.SGD(list(p.values()), lr=tc.lr)]
+        opts = [torch.optim.SGD(groups, lr=tc.lr)]
 
     def rows(name: str, idx: Tensor) -> Tensor:
         out = F.embedding(idx, p[name], sparse=sparse)
         return out.view(*idx.shape, *shapes[name][1:])
     gen = torch.Generator().manual_seed(seed)
+    base_lrs = [[g["lr"] for g in opt.param_groups] for opt in opts]
     for epoch in range(1, epochs + 1):
+        for opt, lrs in zip(opts, base_lrs, strict=True):  # lr-decay: per epoch
+            for g, lr in zip(opt.param_groups, lrs, strict=True):
+                g["lr"] = lr * tc.lr_decay ** (epoch - 1)
         # round key -epoch keeps central negatives distinct from any federated round's
         ex = build_examples(split, users, 1, tc.num_negatives, tc.loss, seed, -epoch)
         ex_user = torch.from_numpy(np.repeat(ex.users, ex.n_ex))

@@ -241,7 +241,8 @@ def _train_chunk(
         + [(T[n], row_user) for n in item_names]
         + [(D[n], None) for n in dense_names]
     )
-    opt = CohortOptimizer(params, n_users, tc.optimizer, tc.lr)
+    lrs = [tc.users_lr] * len(user_names) + [tc.lr] * (len(params) - len(user_names))
+    opt = CohortOptimizer(params, n_users, tc.optimizer, tc.lr, lrs=lrs)
 
     n_ex_t = torch.from_numpy(ex.n_ex).to(device)
     start_t = torch.from_numpy(ex.start).to(device)

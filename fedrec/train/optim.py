@@ -32,6 +32,8 @@ class CohortOptimizer:
         Cohort size.
     kind : {"sgd", "adam", "sparse-adam"}
     lr : float
+    lrs : list of float, optional
+        A learning rate per entry of ``params`` (default: ``lr`` for all).
     """
 
     def __init__(
@@ -42,10 +44,13 @@ class CohortOptimizer:
         lr: float,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        lrs: list[float] | None = None,
     ) -> None:
         self.params = params
         self.kind = kind
-        self.lr = lr
+        self.lrs = list(lrs) if lrs is not None else [lr] * len(params)
+        if len(self.lrs) != len(params):
+            raise ValueError(f"{len(self.lrs)} learning rates for {len(params)} parameters")
         self.b1, self.b2 = betas
         self.eps = eps
         dev = params[0][0].device
@@ -64,11 +69,11 @@ class CohortOptimizer:
         """
         self.steps[:n_active] += 1
         if self.kind == "sgd":
-            for (p, _), g in zip(self.params, grads, strict=True):
+            for (p, _), g, lr in zip(self.params, grads, self.lrs, strict=True):
                 if isinstance(g, tuple):
-                    p.index_add_(0, g[0], g[1], alpha=-self.lr)
+                    p.index_add_(0, g[0], g[1], alpha=-lr)
                 else:
-                    p[: g.shape[0]].add_(g, alpha=-self.lr)
+                    p[: g.shape[0]].add_(g, alpha=-lr)
             return
         s = self.steps[:n_active]
         # 1 - b**s as -expm1(s log b): torch's scalar**tensor takes a slow per-element path
@@ -87,7 +92,7 @@ class CohortOptimizer:
             m.mul_(self.b1).add_(g, alpha=1 - self.b1)
             v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
             denom = (v.sqrt() / b2r.view(shape)).add_(self.eps)
-            p[:n].addcdiv_(m * (self.lr / b1r).view(shape), denom, value=-1.0)
+            p[:n].addcdiv_(m * (self.lrs[j] / b1r).view(shape), denom, value=-1.0)
 
     def _sparse_step(
         self, j: int, p: Tensor, row_user: Tensor | None, g: tuple[Tensor, Tensor], bc1: Tensor,
@@ -105,5 +110,5 @@ class CohortOptimizer:
         self.v[j][uniq] = v
         # torch.optim.SparseAdam's arithmetic: eps is added before bias correction
         denom = v.sqrt().add_(self.eps)
-        step = (self.lr * bc2_sqrt[owner] / bc1[owner]).view(shape)
+        step = (self.lrs[j] * bc2_sqrt[owner] / bc1[owner]).view(shape)
         p[uniq] = p[uniq] - step * m / denom

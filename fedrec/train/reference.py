@@ -48,17 +48,17 @@ def train_user(
         n: (t.reshape(t.shape[0], -1) if n in item_names else t).clone().requires_grad_()
         for n, t in glob.items()
     }
-    params = list(own.values()) + list(copy.values())
+    groups = [{"params": list(own.values()), "lr": tc.users_lr},
+              {"params": list(copy.values())}]
     sparse = tc.optimizer == "sparse-adam"  # torch.optim.SparseAdam on the item tables
     if tc.optimizer == "adam":
-        opts = [torch.optim.Adam(params, lr=tc.lr)]
+        opts = [torch.optim.Adam(groups, lr=tc.lr)]
     elif sparse:
-        dense_params = list(own.values()) + [copy[n] for n in dense_names]
-        opts = [torch.optim.SparseAdam([copy[n] for n in item_names], lr=tc.lr)]
-        if dense_params:
-            opts.append(torch.optim.Adam(dense_params, lr=tc.lr))
+        opts = [torch.optim.SparseAdam([copy[n] for n in item_names], lr=tc.lr),
+                torch.optim.Adam([{"params": list(own.values()), "lr": tc.users_lr},
+                                  {"params": [copy[n] for n in dense_names]}], lr=tc.lr)]
     else:
-        opts = [torch.optim.SGD(params, lr=tc.lr)]
+        opts = [torch.optim.SGD(groups, lr=tc.lr)]
     ex = build_examples(
         split, np.array([user]), tc.local_epochs, tc.num_negatives, tc.loss, seed, round_
     )

@@ -16,28 +16,30 @@ from fedrec.train.cohort import train_cohort
 from fedrec.train.reference import train_user
 from tests.helpers import tiny_split
 
-CASES = [
-    ("sparse-adam", "bce", 0.0, 0.01),
-    ("sparse-adam", "bpr", 0.0, 0.0),
-    ("adam", "bce", 0.0, 0.0),
-    ("sgd", "bce", 0.0, 0.01),
-    ("adam", "bpr", 0.0, 0.0),
-    ("sgd", "bce", 0.1, 0.0),  # fedprox term
-    ("sparse-adam", "bce", 0.1, 0.0),  # lazy fedprox term
-    ("adam", "bce", 0.1, 0.01),
+CASES = [  # optimizer, loss, proximal mu, weight decay, user-lr (0: lr)
+    ("sparse-adam", "bce", 0.0, 0.01, 0.0),
+    ("sparse-adam", "bpr", 0.0, 0.0, 0.0),
+    ("adam", "bce", 0.0, 0.0, 0.0),
+    ("sgd", "bce", 0.0, 0.01, 0.0),
+    ("adam", "bpr", 0.0, 0.0, 0.0),
+    ("sgd", "bce", 0.1, 0.0, 0.0),  # fedprox term
+    ("sparse-adam", "bce", 0.1, 0.0, 0.0),  # lazy fedprox term
+    ("adam", "bce", 0.1, 0.01, 0.0),
+    ("sparse-adam", "bce", 0.0, 0.0, 0.0125),  # private rows at their own rate
+    ("adam", "bce", 0.0, 0.0, 0.2),
+    ("sgd", "bce", 0.0, 0.0, 0.0125),
 ]
 
 
-# every optimiser/loss/FedProx case on MF; the default optimiser and both FedProx forms on
-# every model
+# every case on MF; the default optimiser, both FedProx forms and a user-lr on every model
 MATRIX = [("mf", *c) for c in CASES] + [
     (m, *c) for m in known_models() if m != "mf"
-    for c in (CASES[0], ("sgd", "bce", 0.1, 0.0), ("sparse-adam", "bce", 0.1, 0.0))
+    for c in (CASES[0], CASES[5], CASES[6], CASES[8])
 ]
 
 
-@pytest.mark.parametrize("model_name,optimizer,loss,mu,wd", MATRIX)
-def test_vectorised_equals_per_user_loop(model_name, optimizer, loss, mu, wd):
+@pytest.mark.parametrize("model_name,optimizer,loss,mu,wd,user_lr", MATRIX)
+def test_vectorised_equals_per_user_loop(model_name, optimizer, loss, mu, wd, user_lr):
     # Prepare: uneven users (2..21 items), 2 local epochs, batches that split users unevenly
     split = tiny_split()
     model = build_model(model_name, n_users=split.n_users, n_items=split.n_items, dim=8)
@@ -45,7 +47,8 @@ def test_vectorised_equals_per_user_loop(model_name, optimizer, loss, mu, wd):
     users = np.arange(split.n_users)
     state = model.init_users(users, 0)
     tc = TrainConfig(local_epochs=2, num_negatives=3, batch_size=8, lr=0.05,
-                     optimizer=optimizer, loss=loss, weight_decay=wd, device="cpu")
+                     optimizer=optimizer, loss=loss, weight_decay=wd, device="cpu",
+                     user_lr=user_lr)
     # Execute
     res = train_cohort(model, shared, state, users, split, tc, seed=1, round_=3,
                        proximal_mu=mu, keep_per_user=True)
