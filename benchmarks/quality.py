@@ -21,7 +21,9 @@ inprocess``, default: no Ray start-up, one process) or on Flower's simulation en
 Every cell writes a run directory ``OUT/quality-runs/<dataset>/<method>/seed<k>/`` and is
 finished when its ``summary.json`` is there (with at least the requested rounds / epochs):
 finished cells are skipped, so an interrupted benchmark resumes (a federated cell asked for
-more rounds continues from its last checkpoint). Outputs: ``quality.md`` (table, mean ± std
+more rounds continues from its last checkpoint). A cell whose recorded settings differ from its
+row's current config (a config file changed) is never reported; a run moves it aside to
+``seed<k>.stale-<time>`` and runs it again. Outputs: ``quality.md`` (table, mean ± std
 over seeds), ``quality.png`` (HR@10 per round / epoch, mean over seeds) and ``quality.json``
 (everything). ``--validation`` carves a validation item per user from the training data and
 evaluates on it instead of the test items (for tuning; outputs ``quality-validation.*``).
@@ -273,19 +275,58 @@ def cell_dir(cell: Cell, opts: Options) -> Path:
 
 
 def is_done(cell: Cell, opts: Options) -> bool:
-    """A cell is finished when its summary covers the requested rounds / epochs."""
-    path = cell_dir(cell, opts) / "summary.json"
-    if not path.exists():
-        return False
-    try:
-        summary = json.loads(path.read_text())
-    except json.JSONDecodeError:
+    """A cell is finished when its summary covers the requested rounds / epochs and was
+    written by the cell's current config."""
+    summary = read_summary(cell, opts)
+    if summary is None:
         return False
     if cell.method.kind == "popularity":
         return True
     if summary.get("stopped"):
         return True
     return int(summary.get("rounds", summary.get("epochs", 0))) >= cell.method.steps
+
+
+def read_summary(cell: Cell, opts: Options) -> dict[str, Any] | None:
+    """The cell's ``summary.json``; ``None`` when missing, unreadable or stale."""
+    path = cell_dir(cell, opts) / "summary.json"
+    if not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return None if is_stale(cell, opts, summary) else summary
+
+
+def is_stale(cell: Cell, opts: Options, summary: dict[str, Any]) -> bool:
+    """Whether ``summary`` was written by other settings than the cell's current config
+    (a config file or a method row changed since); rounds, eval period, device are ignored."""
+    from server.loop import config_identity
+
+    written = summary.get("cell", {}).get("config")
+    if written is None:
+        return False  # summaries from before configs were recorded
+    from fedrec.config import Config
+
+    return config_identity(Config.from_flat(written)) != config_identity(cell_config(cell, opts))
+
+
+def set_aside_stale(cell: Cell, opts: Options) -> Path | None:
+    """Rename a stale cell directory to ``seed<k>.stale-<time>`` (kept, never deleted)."""
+    d = cell_dir(cell, opts)
+    path = d / "summary.json"
+    if not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if not is_stale(cell, opts, summary):
+        return None
+    target = d.with_name(f"{d.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+    d.rename(target)
+    return target
 
 
 def cell_config(cell: Cell, opts: Options) -> Any:
@@ -504,6 +545,10 @@ def _worker(cell: Cell, opts: Options) -> tuple[str, dict[str, Any] | None, str]
 
 def run_all(cells: list[Cell], opts: Options, jobs: int) -> dict[str, str]:
     """Run the unfinished cells (``jobs`` at a time); print a line per cell. Returns errors."""
+    for c in cells:
+        moved = set_aside_stale(c, opts)
+        if moved is not None:
+            print(f"{c.id}: written by an older config; moved to {moved}", flush=True)
     todo = [c for c in cells if not is_done(c, opts)]
     done = len(cells) - len(todo)
     print(f"quality: {len(cells)} cells, {done} already finished, {len(todo)} to run "
@@ -544,8 +589,7 @@ def collect(cells: list[Cell], opts: Options) -> list[dict[str, Any]]:
     """Summaries of finished cells (one entry per cell, ``None`` fields when missing)."""
     out = []
     for c in cells:
-        path = cell_dir(c, opts) / "summary.json"
-        summary = json.loads(path.read_text()) if path.exists() else None
+        summary = read_summary(c, opts)
         out.append({"id": c.id, "dataset": c.dataset.key, "method": c.method.name,
                     "seed": c.seed, "kind": c.method.kind, "steps": c.method.steps,
                     "summary": summary})

@@ -86,7 +86,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     if cfg.run.resume and ckpts:
         last = max(ckpts)
         ck = checkpoint.load_pickle(ckpts[last])
-        if ck["config"] != _identity(cfg):
+        if ck["config"] != config_identity(cfg):
             raise ValueError(
                 f"{out}: checkpoint was written by a different config; use another --out "
                 "or set resume=false"
@@ -164,7 +164,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
                 "strategy": _strategy_state(strategy),
                 "random": random.getstate(),
                 "rows": rows,
-                "config": _identity(cfg),
+                "config": config_identity(cfg),
                 "dp": dp.accountant.state_dict() if dp is not None else None,
                 "sdp": sdp.state_dict() if sdp is not None else None,
             },
@@ -217,7 +217,7 @@ def _evaluate(
     return means({**plain, "count": sums.get("num-examples", 0.0)})
 
 
-def _identity(cfg: Config) -> dict[str, Any]:
+def config_identity(cfg: Config) -> dict[str, Any]:
     """Settings that must match for a checkpoint to be resumed (all but run bookkeeping)."""
     flat = cfg.to_flat()
     for k in ("num-rounds", "out", "resume", "timeout", "eval-every", "device",

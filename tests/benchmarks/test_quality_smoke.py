@@ -90,3 +90,32 @@ def test_quick_full_matrix_and_resume(tmp_path: Path) -> None:
         run_dir = tmp_path / "quality-runs" / cell["dataset"] / cell["method"] / \
             f"seed{cell['seed']}"
         assert (run_dir / "summary.json").exists()
+
+
+def test_a_cell_written_by_an_older_config_is_set_aside_and_rerun(tmp_path: Path) -> None:
+    # Prepare: a finished central cell whose recorded config no longer matches its row
+    run_quick(tmp_path, "--only", "central-mf", "--seeds", "0")
+    seed_dir = tmp_path / "quality-runs" / "synthetic" / "central-mf" / "seed0"
+    summary = json.loads((seed_dir / "summary.json").read_text())
+    summary["cell"]["config"]["lr"] = 0.123  # as if the row's settings had changed since
+    summary["final"]["hr@10"] = 2.0  # a result that must never reach the report
+    (seed_dir / "summary.json").write_text(json.dumps(summary))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import quality
+
+    opts = quality.Options(out=tmp_path)
+    cell = next(c for c in quality.cells_of(quality.quick_matrix(), [0], "central-mf", None,
+                                            None))
+    assert not quality.is_done(cell, opts) and quality.read_summary(cell, opts) is None
+
+    # Execute: the report alone leaves the stale row out; a run moves it aside and reruns it
+    run_quick(tmp_path, "--only", "central-mf", "--seeds", "0", "--report")
+    assert load(tmp_path)["rows"][0]["hr@10"]["values"] == []
+    stdout = run_quick(tmp_path, "--only", "central-mf", "--seeds", "0")
+
+    # Assert
+    assert "written by an older config" in stdout
+    kept = list(seed_dir.parent.glob("seed0.stale-*"))
+    assert len(kept) == 1 and json.loads((kept[0] / "summary.json").read_text())["final"][
+        "hr@10"] == 2.0
+    assert is_metric(load(tmp_path)["rows"][0]["hr@10"]["mean"])
