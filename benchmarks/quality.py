@@ -161,8 +161,8 @@ def ml1m_methods() -> list[Method]:
         Method("fed-neumf-fedavg", "FedNCF: NeuMF, FedAvg (fedncf.toml)", "federated", steps=10,
                config="fedncf.toml", reference=".606-.658 / .333-.387"),
         Method("fed-pfedrec", "PFedRec: private head, FedAvg, fine-tune (ml1m_ncf_pfedrec.toml)",
-               "federated", steps=20, config="ml1m_ncf_pfedrec.toml", reference=".733 / .444",
-               flat={"eval-every": 5}),  # each evaluation fine-tunes every user first
+               "federated", steps=40, config="ml1m_ncf_pfedrec.toml", reference=".733 / .444",
+               flat={"eval-every": 8}),  # each evaluation fine-tunes every user first
     ]
 
 
