@@ -307,15 +307,19 @@ def read_summary(cell: Cell, opts: Options) -> dict[str, Any] | None:
 
 def is_stale(cell: Cell, opts: Options, summary: dict[str, Any]) -> bool:
     """Whether ``summary`` was written by other settings than the cell's current config
-    (a config file or a method row changed since); rounds, eval period, device are ignored."""
+    (a config file or a method row changed since). Ignored: rounds, eval period, device, and
+    where the data directory is (the same dataset may be reached by another path)."""
+    from fedrec.config import Config
     from server.loop import config_identity
 
     written = summary.get("cell", {}).get("config")
     if written is None:
         return False  # summaries from before configs were recorded
-    from fedrec.config import Config
-
-    return config_identity(Config.from_flat(written)) != config_identity(cell_config(cell, opts))
+    old = config_identity(Config.from_flat(written))
+    new = config_identity(cell_config(cell, opts))
+    for ident in (old, new):
+        ident.pop("data-dir", None)
+    return old != new
 
 
 def set_aside_stale(cell: Cell, opts: Options) -> Path | None:
