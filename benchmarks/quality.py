@@ -656,7 +656,14 @@ def setting_text(m: Method, cfg: dict[str, Any]) -> str:
     """Short description of the knobs that matter for the row."""
     if m.kind == "popularity":
         return "-"
-    base = (f"{cfg['model']} d{cfg['dim']}, {cfg['optimizer']} lr {cfg['lr']:g}, "
+    rates = f"lr {cfg['lr']:g}"
+    if cfg.get("user-lr"):
+        rates += f" (user rows {cfg['user-lr']:g})"
+    if cfg.get("lr-decay", 1.0) != 1.0:
+        rates += f", decay {cfg['lr-decay']:g}/round"
+    if cfg.get("weight-decay"):
+        rates += f", L2 {cfg['weight-decay']:g}"
+    base = (f"{cfg['model']} d{cfg['dim']}, {cfg['optimizer']} {rates}, "
             f"{cfg['num-negatives']} neg, batch {cfg['batch-size']}")
     if m.kind == "central":
         return f"{base}, {m.steps} epochs (last)"
