@@ -295,14 +295,19 @@ def is_done(cell: Cell, opts: Options) -> bool:
 
 def read_summary(cell: Cell, opts: Options) -> dict[str, Any] | None:
     """The cell's ``summary.json``; ``None`` when missing, unreadable or stale."""
+    summary = _summary_on_disk(cell, opts)
+    return None if summary is None or is_stale(cell, opts, summary) else summary
+
+
+def _summary_on_disk(cell: Cell, opts: Options) -> dict[str, Any] | None:
+    """The cell's ``summary.json`` as written (``None`` when missing or unreadable)."""
     path = cell_dir(cell, opts) / "summary.json"
     if not path.exists():
         return None
     try:
-        summary = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError:
         return None
-    return None if is_stale(cell, opts, summary) else summary
 
 
 def is_stale(cell: Cell, opts: Options, summary: dict[str, Any]) -> bool:
@@ -324,16 +329,10 @@ def is_stale(cell: Cell, opts: Options, summary: dict[str, Any]) -> bool:
 
 def set_aside_stale(cell: Cell, opts: Options) -> Path | None:
     """Rename a stale cell directory to ``seed<k>.stale-<time>`` (kept, never deleted)."""
+    summary = _summary_on_disk(cell, opts)
+    if summary is None or not is_stale(cell, opts, summary):
+        return None
     d = cell_dir(cell, opts)
-    path = d / "summary.json"
-    if not path.exists():
-        return None
-    try:
-        summary = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-    if not is_stale(cell, opts, summary):
-        return None
     target = d.with_name(f"{d.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
     d.rename(target)
     return target
