@@ -58,10 +58,14 @@ class TrainConfig:
         """Learning rate of the private (user) rows: ``user-lr``, or ``lr`` when that is 0."""
         return self.user_lr or self.lr
 
+    def lr_factor(self, round_: int) -> float:
+        """``lr-decay ** (round_ - 1)``: the rates' factor in round (central: epoch) ``round_``."""
+        return self.lr_decay ** (round_ - 1)
+
     def at_round(self, round_: int) -> TrainConfig:
         """The settings round ``round_`` (1-based) trains with: both rates times
-        ``lr-decay ** (round_ - 1)``."""
-        f = self.lr_decay ** (round_ - 1)
+        :meth:`lr_factor`."""
+        f = self.lr_factor(round_)
         return dataclasses.replace(self, lr=self.lr * f, user_lr=self.user_lr * f, lr_decay=1.0)
 
 

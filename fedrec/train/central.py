@@ -88,7 +88,7 @@ def train_central(
     for epoch in range(1, epochs + 1):
         for opt, lrs in zip(opts, base_lrs, strict=True):  # lr-decay: per epoch
             for g, lr in zip(opt.param_groups, lrs, strict=True):
-                g["lr"] = lr * tc.lr_decay ** (epoch - 1)
+                g["lr"] = lr * tc.lr_factor(epoch)
         # round key -epoch keeps central negatives distinct from any federated round's
         ex = build_examples(split, users, 1, tc.num_negatives, tc.loss, seed, -epoch)
         ex_user = torch.from_numpy(np.repeat(ex.users, ex.n_ex))
