@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from fedrec.data.item_features import ItemFeatures
+
 COLUMNS = ("user_id", "item_id", "rating", "timestamp")
 NO_TIMESTAMP = -1
 
@@ -27,9 +29,8 @@ class Interactions:
         assigned in order of first appearance in the file (read top to bottom).
     has_timestamps : bool
         Whether ``timestamp`` holds real times.
-    item_side : dict
-        Optional item side information indexed by dense item id (e.g. ``"genres"``:
-        float32 array ``(n_items, n_genres)``, ``"title"``: list of str).
+    item_side : ItemFeatures
+        Typed public side information aligned with the dense item ids.
     """
 
     name: str
@@ -37,7 +38,7 @@ class Interactions:
     raw_user_ids: np.ndarray
     raw_item_ids: np.ndarray
     has_timestamps: bool
-    item_side: dict = field(default_factory=dict)
+    item_side: ItemFeatures = field(default_factory=ItemFeatures)
 
     @property
     def n_users(self) -> int:
@@ -46,6 +47,29 @@ class Interactions:
     @property
     def n_items(self) -> int:
         return len(self.raw_item_ids)
+
+
+@dataclass
+class LabeledPairs:
+    """Labelled (user, item) rows in CSR over users: a click-through evaluation part.
+
+    Attributes
+    ----------
+    indptr : numpy.ndarray
+        int64 ``(n_users + 1,)``.
+    items : numpy.ndarray
+        int64 items, grouped by user.
+    labels : numpy.ndarray
+        float32 0/1 labels aligned with ``items``.
+    """
+
+    indptr: np.ndarray
+    items: np.ndarray
+    labels: np.ndarray
+
+    def user_rows(self, u: int) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = self.indptr[u], self.indptr[u + 1]
+        return self.items[lo:hi], self.labels[lo:hi]
 
 
 @dataclass
@@ -65,6 +89,18 @@ class SplitData:
     test_negatives : numpy.ndarray
         int64 ``(n_users, n_neg)`` fixed negatives (never a train or test item of the user);
         rows of users without a test item are -1.
+    test_ratings : numpy.ndarray, optional
+        float32 rating of each test item (explicit-feedback metrics).
+    item_side : ItemFeatures
+        Typed public side information aligned with the dense item ids.
+    train_labels : numpy.ndarray, optional
+        float32 0/1 label of each training row (click-through splits: the rows are fixed
+        positives *and* negatives, used as given; no negative sampling in training).
+    valid_items, valid_negatives : numpy.ndarray, optional
+        A ranking validation part, laid out as ``test_items`` / ``test_negatives``.
+    ctr_valid, ctr_test : LabeledPairs, optional
+        Click-through validation and test rows (``split = "ctr"``); then ``test_items`` is
+        all -1 and ``test_negatives`` has 0 columns.
     """
 
     name: str
@@ -76,7 +112,21 @@ class SplitData:
     test_items: np.ndarray
     test_negatives: np.ndarray
     test_ratings: np.ndarray | None = None
-    item_side: dict = field(default_factory=dict)
+    item_side: ItemFeatures = field(default_factory=ItemFeatures)
+    train_labels: np.ndarray | None = None
+    valid_items: np.ndarray | None = None
+    valid_negatives: np.ndarray | None = None
+    ctr_valid: LabeledPairs | None = None
+    ctr_test: LabeledPairs | None = None
+
+    @property
+    def protocol(self) -> str:
+        """``ctr`` (labelled rows: AUC/ACC/F1) or ``ranking`` (held-out item vs negatives)."""
+        return "ctr" if self.ctr_test is not None else "ranking"
+
+    @property
+    def has_validation(self) -> bool:
+        return self.valid_items is not None or self.ctr_valid is not None
 
     def user_items(self, u: int) -> np.ndarray:
         """Training items of user ``u``."""
