@@ -16,8 +16,9 @@ from torch import Tensor
 
 from fedrec.data.schema import SplitData
 from fedrec.eval.metrics import positive_rank, ranking_sums
-from fedrec.models.base import Recommender
+from fedrec.models.base import ITEM_TABLE, Recommender
 from fedrec.train.cohort import LocalTables
+from fedrec.train.layout import ItemIndex
 
 FULL_K = 20
 ItemLookup = Callable[[np.ndarray, np.ndarray], dict[str, Tensor]]
@@ -39,8 +40,13 @@ class _View:
         self.users = users
         self.user_rows = user_rows
         self.local = local
-        self.item_names = [s.name for s in model.specs_of("item")]
+        self.index = ItemIndex(model)
         self.dense_names = [s.name for s in model.specs_of("dense")]
+        # floats gathered per candidate item (bounds the users scored at once)
+        width = {t: 1 if t == ITEM_TABLE else r.shape[1] for t, r in self.index.reach.items()}
+        self.per_candidate = sum(
+            width.get(s.table, 1) * int(np.prod(s.shape)) for s in self.index.specs
+        ) + sum(int(np.prod(f.shape[1:])) for f in self.index.frozen.values())
 
     def scores(self, pos: np.ndarray, cand: np.ndarray) -> np.ndarray:
         """Scores ``(len(pos), K)`` of candidates ``cand`` for users at positions ``pos``."""
@@ -48,23 +54,39 @@ class _View:
         p = torch.from_numpy(pos)
         c = torch.from_numpy(cand)
         user = {n: t[p].unsqueeze(1) for n, t in self.user_rows.items()}
-        item = {n: self.shared[n][c] for n in self.item_names}
+        rows = self.index.rows(c)
         if self.local is None:
+            gather = self.index.table_gather(self.shared)
             dense = {n: self.shared[n].unsqueeze(0).expand(a, *self.shared[n].shape)
                      for n in self.dense_names}
         else:
             dense = {n: self.local.dense[n][p] for n in self.dense_names}
-            n_items = self.model.n_items
-            key = (p[:, None] * n_items + c).reshape(-1)
-            keys = self.local.rows_key
+            gather = self._local_gather(p)
+        with torch.no_grad():
+            item = self.index.inputs(gather, rows, c)
+            return self.model.score(user, item, dense).double().cpu().numpy()
+
+    def _local_gather(self, p: Tensor):
+        """Rows from each user's fine-tuned copy where it holds one, else the global rows."""
+        local, index = self.local, self.index
+
+        def gather(name: str, idx: Tensor) -> Tensor:
+            table = index.table_of[name]
+            glob = self.shared[name][idx]
+            owner = p.view(-1, *[1] * (idx.dim() - 1))
+            key = (owner * index.sizes[table] + idx).reshape(-1)
+            keys = local.rows_key[table]
             at = torch.searchsorted(keys, key).clamp_max(len(keys) - 1)
             hit = keys[at] == key
-            for n in self.item_names:
-                flat = item[n].reshape(len(key), *item[n].shape[2:]).clone()
-                flat[hit] = self.local.item[n][at[hit]]
-                item[n] = flat.reshape(item[n].shape)
-        with torch.no_grad():
-            return self.model.score(user, item, dense).double().cpu().numpy()
+            flat = glob.reshape(len(key), *glob.shape[idx.dim():]).clone()
+            flat[hit] = local.item[name][at[hit]]
+            return flat.reshape(glob.shape)
+
+        return gather
+
+    def users_per_call(self, n_candidates: int, budget: int = 1 << 25) -> int:
+        """Users scored at once so that gathered inputs stay under ``budget`` floats."""
+        return max(1, budget // max(1, n_candidates * self.per_candidate))
 
 
 def _evaluate_view(view: _View, split: SplitData, ks: tuple[int, ...], full: bool,
@@ -78,6 +100,8 @@ def _evaluate_view(view: _View, split: SplitData, ks: tuple[int, ...], full: boo
     explicit = explicit and split.test_ratings is not None
     if explicit:
         sums["sse"] = 0.0
+    chunk = min(chunk, view.users_per_call(split.n_items if full else
+                                           1 + split.test_negatives.shape[1]))
     for lo in range(0, len(pos_all), chunk):
         pos = pos_all[lo : lo + chunk]
         u = users[pos]

@@ -3,13 +3,18 @@
 A model is a pure score function over named parameters. Each parameter has a *kind*:
 
 - ``user``  one row per user; **private**, never leaves the node;
-- ``item``  one row per item; shared; a user's update touches only the rows it used;
+- ``item``  one row of a shared *row table*; a user's update touches only the rows it used.
+  The table is ``item`` (one row per item) unless the spec names another one (a tower's KG
+  entities or relations): item ``i`` then reaches the rows ``reach(table)[i]`` of that table;
 - ``dense`` one tensor (towers, MLP layers, global bias); shared.
 
 Training code lays parameters out for ``A`` users at once, each with ``B`` examples:
-``user`` params arrive as ``(A, 1, *shape)``, ``item`` params as ``(A, B, *shape)`` and
-``dense`` params as ``(A, *shape)`` (each user its own copy). ``score`` returns ``(A, B)``.
-Central training uses the same function with ``A = 1``.
+``user`` params arrive as ``(A, 1, *shape)``, ``item`` params of the ``item`` table as
+``(A, B, *shape)``, those of another table as ``(A, B, m, *shape)`` (the ``m`` rows the item
+reaches) and ``dense`` params as ``(A, *shape)`` (each user its own copy). Frozen item
+features (:meth:`Recommender.frozen`, data and not parameters) arrive in the same ``item``
+dict as ``(A, B, *shape)``. ``score`` returns ``(A, B)``. Central training uses the same
+function with ``A = 1``. :mod:`fedrec.train.layout` is the one place that builds these layouts.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from torch import Tensor
 from fedrec import rng
 
 Kind = Literal["user", "item", "dense"]
+ITEM_TABLE = "item"
 
 
 @dataclass(frozen=True)
@@ -39,13 +45,16 @@ class ParamSpec:
     shape : tuple of int
         Row shape for ``user``/``item`` kinds, full shape for ``dense``.
     init : str
-        ``normal`` (scaled by the model's ``init_std``), ``zeros`` or ``xavier``.
+        ``normal`` (scaled by the model's ``init_std``), ``zeros``, ``ones`` or ``xavier``.
+    table : str
+        For ``item`` kinds: the row table (``item``, or a table a tower declares).
     """
 
     name: str
     kind: Kind
     shape: tuple[int, ...]
     init: str = "normal"
+    table: str = ITEM_TABLE
 
 
 class Recommender:
@@ -70,9 +79,33 @@ class Recommender:
         """Scores ``(A, B)`` (logits) for the laid-out parameters (see module doc)."""
         raise NotImplementedError
 
+    # -- row tables and frozen features (defaults: the item table alone) -----------------
+    #: Item-table embeddings that towers fuse into (names of ``item`` specs), and the private
+    #: user vector that towers may use as a query (e.g. KGCN's relation attention).
+    item_slots: tuple[str, ...] = ()
+    query_user: str = ""
+
+    def tables(self) -> dict[str, int]:
+        """Row count of every shared row table."""
+        return {ITEM_TABLE: self.n_items}
+
+    def reach(self, table: str) -> np.ndarray:
+        """int64 ``(n_items, m)``: the rows of ``table`` that each item reaches."""
+        if table != ITEM_TABLE:
+            raise ValueError(f"model '{self.name}' has no row table '{table}'")
+        return np.arange(self.n_items, dtype=np.int64)[:, None]
+
+    def frozen(self) -> dict[str, np.ndarray]:
+        """Frozen per-item inputs ``{name: (n_items, ...)}`` that ``score`` reads from ``item``."""
+        return {}
+
     # -- shared helpers ---------------------------------------------------------------
     def specs_of(self, *kinds: Kind) -> list[ParamSpec]:
         return [s for s in self.specs() if s.kind in kinds]
+
+    def row_specs(self, table: str | None = None) -> list[ParamSpec]:
+        """``item``-kind specs (of one table, or all)."""
+        return [s for s in self.specs_of("item") if table is None or s.table == table]
 
     @property
     def private_names(self) -> list[str]:
@@ -88,8 +121,9 @@ class Recommender:
         """Initial shared parameters (float32), deterministic from ``seed``."""
         gen = torch.Generator().manual_seed(int(seed) * 7919 + 17)
         out: dict[str, Tensor] = {}
+        sizes = self.tables()
         for s in self.specs_of("item", "dense"):
-            shape = (self.n_items, *s.shape) if s.kind == "item" else s.shape
+            shape = (sizes[s.table], *s.shape) if s.kind == "item" else s.shape
             out[s.name] = _init_tensor(s.init, shape, self.init_std, gen)
         return out
 

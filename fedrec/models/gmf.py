@@ -12,6 +12,9 @@ from fedrec.models.registry import register_model
 class GMF(Recommender):
     """GMF. Private: ``gmf_user``. Shared: ``gmf_item``, output weights ``gmf_h`` and ``out_b``."""
 
+    item_slots = ("gmf_item",)
+    query_user = "gmf_user"
+
     def specs(self) -> list[ParamSpec]:
         return [
             ParamSpec("gmf_user", "user", (self.dim,)),

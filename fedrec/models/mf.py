@@ -16,6 +16,9 @@ class MF(Recommender):
     ``item_bias`` and the global bias ``bias``.
     """
 
+    item_slots = ("item_emb",)
+    query_user = "user_emb"
+
     def specs(self) -> list[ParamSpec]:
         return [
             ParamSpec("user_emb", "user", (self.dim,)),

@@ -40,6 +40,9 @@ def mlp_input(user: Tensor, item: Tensor) -> Tensor:
 class MLP(Recommender):
     """NCF MLP. Private: ``mlp_user``. Shared: ``mlp_item``, tower, output ``mlp_h``/``out_b``."""
 
+    item_slots = ("mlp_item",)
+    query_user = "mlp_user"
+
     def specs(self) -> list[ParamSpec]:
         return [
             ParamSpec("mlp_user", "user", (4 * self.dim,)),

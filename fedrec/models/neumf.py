@@ -18,6 +18,9 @@ from fedrec.models.registry import register_model
 class NeuMF(Recommender):
     """NeuMF. Private: ``gmf_user``, ``mlp_user``. Shared: item embeddings, tower, outputs."""
 
+    item_slots = ("gmf_item", "mlp_item")
+    query_user = "gmf_user"
+
     def specs(self) -> list[ParamSpec]:
         return [
             ParamSpec("gmf_user", "user", (self.dim,)),

@@ -20,6 +20,9 @@ from fedrec.models.registry import register_model
 class PFedRec(Recommender):
     """Private linear score head per user over shared item embeddings."""
 
+    item_slots = ("item_emb",)
+    query_user = "head_w"
+
     def specs(self) -> list[ParamSpec]:
         return [
             ParamSpec("head_w", "user", (self.dim,)),

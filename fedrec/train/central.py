@@ -21,6 +21,7 @@ from fedrec.data.schema import SplitData
 from fedrec.models.base import Recommender
 from fedrec.train.cohort import resolve_device
 from fedrec.train.examples import build_examples, uses_labels
+from fedrec.train.layout import ItemIndex
 from fedrec.train.losses import example_loss
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,9 @@ def train_central(
     def rows(name: str, idx: Tensor) -> Tensor:
         out = F.embedding(idx, p[name], sparse=sparse)
         return out.view(*idx.shape, *shapes[name][1:])
+
+    index = ItemIndex(model, device)
+    gather = index.embedding_gather({k: p[k] for k in item_names}, sparse)
     gen = torch.Generator().manual_seed(seed)
     base_lrs = [[g["lr"] for g in opt.param_groups] for opt in opts]
     for epoch in range(1, epochs + 1):
@@ -102,16 +106,17 @@ def train_central(
             it = items[idx].to(device)
             user = {k: rows(k, u).unsqueeze(0) for k in user_names}  # (1, b, ...) per example
             dense = {k: p[k].unsqueeze(0) for k in dense_names}
-            scores = []
-            gathered = {k: rows(k, it) for k in item_names}  # (b, k, ...)
-            for c in range(it.shape[1]):
-                item = {k: g[:, c].unsqueeze(0) for k, g in gathered.items()}
-                scores.append(model.score(user, item, dense)[0])
+            gathered = index.inputs(gather, index.rows(it), it)  # (b, k, ...)
+            scores = [
+                model.score(user, {k: g[:, c].unsqueeze(0) for k, g in gathered.items()},
+                            dense)[0]
+                for c in range(it.shape[1])
+            ]
             lab = labels[idx].to(device) if labels is not None else None
             loss = example_loss(tc.loss, scores, lab).mean()
             if tc.weight_decay:
                 loss = loss + tc.weight_decay * sum(
-                    g.pow(2).reshape(len(idx), -1).sum(-1).mean() for g in gathered.values()
+                    gathered[k].pow(2).reshape(len(idx), -1).sum(-1).mean() for k in item_names
                 )
                 loss = loss + tc.weight_decay * sum(
                     v.pow(2).reshape(len(idx), -1).sum(-1).mean() for v in user.values()

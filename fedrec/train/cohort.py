@@ -19,13 +19,14 @@ from torch import Tensor
 
 from fedrec.config import TrainConfig
 from fedrec.data.schema import SplitData
-from fedrec.models.base import Recommender
+from fedrec.models.base import ITEM_TABLE, Recommender
 from fedrec.train.examples import (
     CohortExamples,
     build_examples,
     examples_per_positive,
     uses_labels,
 )
+from fedrec.train.layout import ItemIndex, local_rows
 from fedrec.train.losses import example_loss
 from fedrec.train.optim import CohortOptimizer
 
@@ -73,12 +74,13 @@ class CohortUpdate:
 class LocalTables:
     """Per-user parameters of a chunk after local training (personalised evaluation).
 
-    ``rows_key`` is ``user_pos * n_items + item`` (sorted) of the rows a user holds, ``item``
-    their values; ``dense`` is ``(n_chunk_users, ...)``; ``users`` gives each position's global id.
+    ``rows_key[table]`` is ``user_pos * table_size + row`` (sorted) of the rows a user holds,
+    ``item`` their values (by parameter name); ``dense`` is ``(n_chunk_users, ...)``; ``users``
+    gives each position's global id.
     """
 
     users: np.ndarray
-    rows_key: Tensor
+    rows_key: dict[str, Tensor]
     item: dict[str, Tensor]
     dense: dict[str, Tensor]
     user: dict[str, Tensor]
@@ -215,30 +217,32 @@ def _train_chunk(
     item_names = [s.name for s in model.specs_of("item")]
     dense_names = [s.name for s in model.specs_of("dense")]
     user_names = [s.name for s in model.specs_of("user")]
+    index = ItemIndex(model, device)
+    table_of = index.table_of
 
-    # Local rows: every (user, item) pair the user touches in any epoch, sorted by user.
+    # Local rows: every (user, item) pair the user touches in any epoch, and the rows of every
+    # table those items reach, each user's copy sorted by user.
     ex_local = np.repeat(np.arange(n_users, dtype=np.int64), ex.n_ex)
     keys = np.concatenate(
         [(ex_local[:, None] * n_items + it).reshape(-1) for it in ex.items]
     )
-    uniq, inverse = torch.unique(torch.from_numpy(keys), sorted=True, return_inverse=True)
-    row_user = (uniq // n_items).to(device)
-    row_item = (uniq % n_items).to(device)
-    row_end = torch.searchsorted(row_user, torch.arange(n_users, device=device), right=True)
+    loc, inverse = local_rows(index, keys, n_users, device)
+    tab = loc.tables
     n_e, k = len(ex_local), ex.items[0].shape[1]
     rows_per_epoch = [
-        inverse[e * n_e * k : (e + 1) * n_e * k].view(n_e, k).to(device)
-        for e in range(len(ex.items))
+        inverse[e * n_e * k : (e + 1) * n_e * k].view(n_e, k) for e in range(len(ex.items))
     ]
+    items_per_epoch = [torch.from_numpy(it).to(device) for it in ex.items] if index.frozen \
+        else [None] * len(ex.items)
 
     P = {n: state[n].to(device=device, dtype=torch.float32).clone() for n in user_names}
-    T0 = {n: shared[n][row_item] for n in item_names}
+    T0 = {n: shared[n][tab[table_of[n]].row] for n in item_names}
     T = {n: t.clone() for n, t in T0.items()}
     D0 = {n: shared[n] for n in dense_names}
     D = {n: t.unsqueeze(0).expand(n_users, *t.shape).clone() for n, t in D0.items()}
     params: list[tuple[Tensor, Tensor | None]] = (
         [(P[n], None) for n in user_names]
-        + [(T[n], row_user) for n in item_names]
+        + [(T[n], tab[table_of[n]].owner) for n in item_names]
         + [(D[n], None) for n in dense_names]
     )
     lrs = [tc.users_lr] * len(user_names) + [tc.lr] * (len(params) - len(user_names))
@@ -255,24 +259,22 @@ def _train_chunk(
     for e in range(len(ex.items)):
         ep_loss.zero_()
         labels = torch.from_numpy(ex.labels[e]).to(device) if uses_labels(tc.loss) else None
-        rows_e = rows_per_epoch[e]
+        rows_e, items_e = rows_per_epoch[e], items_per_epoch[e]
         for t in range(n_steps):
             a = int(np.searchsorted(neg_n_ex, -t * B, side="left"))
             pos = start_t[:a, None] + t * B + ar
             end = (start_t[:a] + n_ex_t[:a])[:, None]
             mask = pos < end
             pos = torch.where(mask, pos, start_t[:a, None])
-            r = rows_e[pos]  # (a, B, k)
-            n_rows = int(row_end[a - 1])
+            rows = loc.rows(rows_e[pos])  # per table: (a, B, k[, m]) local rows
             u_leaf = {n: P[n][:a].clone().requires_grad_() for n in user_names}
-            i_leaf = {n: T[n][r].requires_grad_() for n in item_names}
+            i_leaf = {n: T[n][rows[table_of[n]]].requires_grad_() for n in item_names}
             d_leaf = {n: D[n][:a].clone().requires_grad_() for n in dense_names}
+            its = items_e[pos] if items_e is not None else None
+            item_in = index.inputs(lambda n, _, leaf=i_leaf: leaf[n], rows, its)
             scores = [
-                model.score(
-                    {n: u.unsqueeze(1) for n, u in u_leaf.items()},
-                    {n: it[:, :, c] for n, it in i_leaf.items()},
-                    d_leaf,
-                )
+                model.score({n: u.unsqueeze(1) for n, u in u_leaf.items()},
+                            index.slot(item_in, c), d_leaf)
                 for c in range(k)
             ]
             lab = labels[pos] if labels is not None else None
@@ -292,18 +294,20 @@ def _train_chunk(
             total.backward()
             ep_loss[:a] += (per_ex.detach() * maskf).sum(1).double()
             grads: list[Tensor | tuple[Tensor, Tensor]] = [u_leaf[n].grad for n in user_names]
-            flat_r = r.reshape(-1)
-            real = mask.unsqueeze(-1).expand_as(r).reshape(-1)  # padding is not a touch
             for n in item_names:
+                r = rows[table_of[n]]
+                flat_r = r.reshape(-1)
+                real = mask.view(a, B, *[1] * (r.dim() - 2)).expand_as(r).reshape(-1)
                 g = i_leaf[n].grad.reshape(flat_r.shape[0], *T[n].shape[1:])
                 if tc.optimizer == "sparse-adam" or (tc.optimizer == "sgd" and not proximal_mu):
-                    rows, vals = flat_r[real], g[real]
+                    idx, vals = flat_r[real], g[real]
                     if proximal_mu:  # lazy FedProx: mu (w - w_global) once per row used now
-                        used = torch.unique(rows)
-                        rows = torch.cat([rows, used])
+                        used = torch.unique(idx)
+                        idx = torch.cat([idx, used])
                         vals = torch.cat([vals, proximal_mu * (T[n][used] - T0[n][used])])
-                    grads.append((rows, vals))
+                    grads.append((idx, vals))
                 else:
+                    n_rows = loc.n_rows(table_of[n], a)
                     dense_g = torch.zeros((n_rows, *T[n].shape[1:]), device=device)
                     dense_g.index_add_(0, flat_r, g)
                     if proximal_mu:  # gradient of mu/2 ||w - w_global||^2 on every own row
@@ -321,8 +325,8 @@ def _train_chunk(
         dT = {n: T[n] - T0[n] for n in item_names}
         dD = {n: D[n] - D0[n].unsqueeze(0) for n in dense_names}
         sq = torch.zeros(n_users, dtype=torch.float64, device=device)
-        for d in dT.values():  # row norms in one pass (no full-size float64 temporaries)
-            sq.index_add_(0, row_user, _row_sq_norms(d))
+        for n, d in dT.items():  # row norms in one pass (no full-size float64 temporaries)
+            sq.index_add_(0, tab[table_of[n]].owner, _row_sq_norms(d))
         for d in dD.values():
             sq += _row_sq_norms(d)
         if weighting == "examples":
@@ -337,21 +341,26 @@ def _train_chunk(
         wf = w * f
         out_sum: dict[str, Tensor] = {}
         for n, d in dT.items():
-            scale = wf[row_user].view(-1, *([1] * (d.dim() - 1)))
-            acc = torch.zeros((n_items, *d.shape[1:]), dtype=torch.float64, device=device)
-            out_sum[n] = acc.index_add_(0, row_item, d.double() * scale)
+            tr = tab[table_of[n]]
+            scale = wf[tr.owner].view(-1, *([1] * (d.dim() - 1)))
+            acc = torch.zeros((index.sizes[table_of[n]], *d.shape[1:]), dtype=torch.float64,
+                              device=device)
+            out_sum[n] = acc.index_add_(0, tr.row, d.double() * scale)
         for n, d in dD.items():
             out_sum[n] = (d.double() * wf.view(-1, *([1] * (d.dim() - 1)))).sum(0)
+        pairs = tab[ITEM_TABLE]
         item_weight = torch.zeros(n_items, dtype=torch.float64, device=device)
-        item_weight.index_add_(0, row_item, wf[row_user])
+        item_weight.index_add_(0, pairs.row, wf[pairs.owner])
         per_user: dict[int, dict[str, Tensor]] = {}
         if keep_per_user:
             for j, u in enumerate(ex.users):
                 upd = {}
-                lo, hi = (int(row_end[j - 1]) if j else 0), int(row_end[j])
                 for n, d in dT.items():
-                    full = torch.zeros((n_items, *d.shape[1:]), dtype=torch.float64)
-                    full[row_item[lo:hi].cpu()] = d[lo:hi].double().cpu()
+                    tr = tab[table_of[n]]
+                    lo, hi = (int(tr.end[j - 1]) if j else 0), int(tr.end[j])
+                    full = torch.zeros((index.sizes[table_of[n]], *d.shape[1:]),
+                                       dtype=torch.float64)
+                    full[tr.row[lo:hi].cpu()] = d[lo:hi].double().cpu()
                     upd[n] = full
                 for n, d in dD.items():
                     upd[n] = d[j].double().cpu()
@@ -365,7 +374,8 @@ def _train_chunk(
         "per_user": per_user,
         "item_weight": item_weight,
         "local": LocalTables(
-            ex.users, uniq, {n: t.cpu() for n, t in T.items()}, {n: t.cpu() for n, t in D.items()},
+            ex.users, {t: tr.key(index.sizes[t]).cpu() for t, tr in tab.items()},
+            {n: t.cpu() for n, t in T.items()}, {n: t.cpu() for n, t in D.items()},
             {n: t.detach().cpu() for n, t in P.items()},
         ) if keep_local else None,
     }

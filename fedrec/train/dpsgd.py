@@ -59,6 +59,7 @@ from fedrec.models.base import Recommender
 from fedrec.privacy.sample_level import per_user_rates
 from fedrec.train.cohort import CohortUpdate, _chunks, resolve_device
 from fedrec.train.examples import examples_per_positive, sample_negatives, uses_labels
+from fedrec.train.layout import ItemIndex, local_rows
 from fedrec.train.losses import example_loss
 
 log = logging.getLogger(__name__)
@@ -354,7 +355,10 @@ def _train_chunk(
     s_t = torch.from_numpy(s_step).to(device=device, dtype=torch.float32)
     n_active = [int((steps > t).sum()) for t in range(int(steps.max()) if n_users else 0)]
 
-    # units -> owner / position; local rows = distinct (user, item) pairs over all epochs
+    # units -> owner / position; local rows = distinct (user, item) pairs over all epochs and
+    # the rows of every table those items reach (fedrec.train.layout)
+    index = ItemIndex(model, device)
+    table_of = index.table_of
     unit_owner_np = np.repeat(np.arange(n_users, dtype=np.int64), un.n_pos)
     unit_owner = torch.from_numpy(unit_owner_np).to(device)
     unit_pos = torch.from_numpy(
@@ -363,21 +367,23 @@ def _train_chunk(
     keys = np.concatenate(
         [(unit_owner_np[:, None, None] * n_items + it).reshape(-1) for it in un.items]
     ) if un.items else np.zeros(0, np.int64)
-    uniq, inverse = torch.unique(torch.from_numpy(keys), sorted=True, return_inverse=True)
-    row_user = (uniq // n_items).to(device)
-    row_item = (uniq % n_items).to(device)
-    row_end = torch.searchsorted(row_user, torch.arange(n_users, device=device), right=True)
+    loc, inverse = local_rows(index, keys, n_users, device)
+    tab = loc.tables
     n_u = len(unit_owner_np)
-    rows_e = [inverse[e * n_u * m * k : (e + 1) * n_u * m * k].view(n_u, m, k).to(device)
+    rows_e = [inverse[e * n_u * m * k : (e + 1) * n_u * m * k].view(n_u, m, k)
               for e in range(len(un.items))]
+    items_e = [torch.from_numpy(it).to(device) for it in un.items]
     labels_e = [torch.from_numpy(lab).to(device) for lab in un.labels] if labelled else None
 
     P = {n: state[n].to(device=device, dtype=torch.float32).clone() for n in user_names}
-    T0 = {n: shared[n][row_item] for n in item_names}
+    T0 = {n: shared[n][tab[table_of[n]].row] for n in item_names}
     T = {n: t.clone() for n, t in T0.items()}
     D0 = {n: shared[n] for n in dense_names}
     D = {n: t.unsqueeze(0).expand(n_users, *t.shape).clone() for n, t in D0.items()}
-    last = torch.zeros(len(uniq), dtype=torch.int64, device=device)  # steps of noise applied
+    used_tables = sorted({table_of[n] for n in item_names})
+    # steps of noise applied to each local row
+    last = {t: torch.zeros(len(tab[t].row), dtype=torch.int64, device=device)
+            for t in used_tables}
     row_size = {n: int(np.prod(T[n].shape[1:])) for n in item_names}
     dense_size = sum(int(np.prod(D0[n].shape)) for n in dense_names) + sum(
         int(np.prod(P[n].shape[1:])) for n in user_names)
@@ -396,29 +402,36 @@ def _train_chunk(
             sel = poisson_units(seed, round_, users_g[:a], e, t, unit_owner[:n_units],
                                 unit_pos[:n_units], q_t[:a])
             owner = unit_owner[sel]
-            r = rows_e[e][sel]  # (A', m, k) local rows
+            r = rows_e[e][sel]  # (A', m, k) local (user, item) pairs
+            rows = loc.rows(r)  # per table: (A', m, k[, m_t]) local rows
             # lazy noise: bring the rows read this step up to date
             if sigma > 0 and r.numel():
-                rows = torch.unique(r.reshape(-1))
-                own = row_user[rows]
-                cnt = tau[own] - 1 - last[rows]
-                std = cnt.to(torch.float32).sqrt() * s_t[own]
-                for n in item_names:
-                    pre_n = _prefix(seed, rng.DPSGD_NOISE, round_, users_g[:a], tau_np, pidx[n],
-                                    device=device)
-                    size = row_size[n]
-                    key = row_item[rows, None] * size + torch.arange(size, device=device)
-                    z = normal_from_keys(pre_n[own][:, None], key)
-                    z = z.view(len(rows), *T[n].shape[1:])
-                    T[n][rows] += std.view(-1, *[1] * (z.dim() - 1)) * z
-                last[rows] = tau[own] - 1
+                for tname in used_tables:
+                    read = torch.unique(rows[tname].reshape(-1))
+                    own = tab[tname].owner[read]
+                    cnt = tau[own] - 1 - last[tname][read]
+                    std = cnt.to(torch.float32).sqrt() * s_t[own]
+                    for n in item_names:
+                        if table_of[n] != tname:
+                            continue
+                        pre_n = _prefix(seed, rng.DPSGD_NOISE, round_, users_g[:a], tau_np,
+                                        pidx[n], device=device)
+                        size = row_size[n]
+                        key = tab[tname].row[read, None] * size + torch.arange(size,
+                                                                               device=device)
+                        z = normal_from_keys(pre_n[own][:, None], key)
+                        z = z.view(len(read), *T[n].shape[1:])
+                        T[n][read] += std.view(-1, *[1] * (z.dim() - 1)) * z
+                    last[tname][read] = tau[own] - 1
             # per-unit gradients, clipped, summed per user
             g_user = {n: torch.zeros_like(P[n][:a]) for n in user_names}
             g_dense = {n: torch.zeros_like(D[n][:a]) for n in dense_names}
             item_upd: list[tuple[Tensor, dict[str, Tensor]]] = []
             for c0 in range(0, len(sel), unit_chunk):
                 part = slice(c0, c0 + unit_chunk)
-                res = _unit_grads(model, P, T, D, owner[part], r[part],
+                res = _unit_grads(model, index, P, T, D, owner[part],
+                                  {t: x[part] for t, x in rows.items()},
+                                  items_e[e][sel[part]],
                                   labels_e[e][sel[part]] if labelled else None, tc.loss, wd)
                 f = torch.clamp(clip / res["sq"].sqrt(), max=1.0)  # sq = 0 -> inf -> 1
                 for n in user_names:
@@ -426,9 +439,10 @@ def _train_chunk(
                 for n in dense_names:
                     g_dense[n].index_add_(0, owner[part], _bcast(f, res["dense"][n]))
                 scale = f * lr_qn[owner[part]]
-                item_upd.append((r[part].reshape(-1), {
-                    n: (_bcast(scale, res["item"][n])).reshape(-1, *T[n].shape[1:])
-                    for n in item_names}))
+                item_upd.append({
+                    n: (rows[table_of[n]][part].reshape(-1),
+                        _bcast(scale, res["item"][n]).reshape(-1, *T[n].shape[1:]))
+                    for n in item_names})
                 ep_loss.index_add_(0, owner[part], res["loss"].double())
                 ep_cnt.index_add_(0, owner[part], torch.full_like(res["loss"], m).double())
             # SGD step with noise on the user's user rows and dense copy
@@ -446,33 +460,38 @@ def _train_chunk(
                     if wd and n in P:  # public regulariser of the user's own rows
                         step = step + (2 * wd * lr) * X[:a]
                     X[:a] -= step
-                for rows_flat, grads in item_upd:
-                    for n in item_names:
-                        T[n].index_add_(0, rows_flat, grads[n], alpha=-1.0)
+                for upd in item_upd:
+                    for n, (rows_flat, grad) in upd.items():
+                        T[n].index_add_(0, rows_flat, grad, alpha=-1.0)
 
     # End of round: every row gets the noise of the steps since it was last brought up to date.
     with torch.no_grad():
         n_pos_t = torch.from_numpy(un.n_pos.astype(np.float64)).to(device)
         total_steps = steps * len(un.items)
         sq = torch.zeros(n_users, dtype=torch.float64, device=device)
-        out_sum = {n: torch.zeros((n_items, *T[n].shape[1:]), dtype=torch.float64,
-                                  device=device) for n in item_names}
+        out_sum = {n: torch.zeros((index.sizes[table_of[n]], *T[n].shape[1:]),
+                                  dtype=torch.float64, device=device) for n in item_names}
         per_user: dict[int, dict[str, Tensor]] = {}
-        row_start = torch.cat([torch.zeros(1, dtype=row_end.dtype, device=device), row_end[:-1]])
-        bounds = torch.stack([row_start, row_end], 1).cpu().tolist()
+        bounds = {}
+        for tname in used_tables:
+            end = tab[tname].end
+            start = torch.cat([torch.zeros(1, dtype=end.dtype, device=device), end[:-1]])
+            bounds[tname] = torch.stack([start, end], 1).cpu().tolist()
         for j in range(n_users):
-            lo, hi = bounds[j]
-            items_j = row_item[lo:hi]
             upd_j: dict[str, Tensor] = {}
             for n in item_names:
-                shape = (n_items, *T[n].shape[1:])
+                tname = table_of[n]
+                lo, hi = bounds[tname][j]
+                items_j = tab[tname].row[lo:hi]
+                shape = (index.sizes[tname], *T[n].shape[1:])
                 if sigma > 0:  # N(0, (T_u - last) s_u^2): last = 0 for rows never read
                     gen = torch.Generator(device=device)
                     gen.manual_seed(int(rng.hash64(seed, rng.DPSGD_FINAL, round_, int(users_g[j]),
                                                    pidx[n])) & ((1 << 63) - 1))
                     delta = torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
                     delta.mul_(math.sqrt(total_steps[j]) * float(s_step[j]))
-                    ratio = ((int(total_steps[j]) - last[lo:hi]) / float(total_steps[j])).sqrt()
+                    ratio = ((int(total_steps[j]) - last[tname][lo:hi])
+                             / float(total_steps[j])).sqrt()
                     delta[items_j] *= ratio.view(-1, *[1] * (delta.dim() - 1)).float()
                 else:
                     delta = torch.zeros(shape, device=device)
@@ -510,11 +529,13 @@ def _bcast(v: Tensor, x: Tensor) -> Tensor:
 
 def _unit_grads(
     model: Recommender,
+    index: ItemIndex,
     P: dict[str, Tensor],
     T: dict[str, Tensor],
     D: dict[str, Tensor],
     owner: Tensor,
-    r: Tensor,
+    rows: dict[str, Tensor],
+    items: Tensor,
     labels: Tensor | None,
     loss: str,
     wd: float,
@@ -522,16 +543,18 @@ def _unit_grads(
     """Gradient of every unit's loss w.r.t. every parameter, and each unit's squared norm.
 
     Units are laid out as pseudo-users: unit ``i`` has its own copy of its owner's user rows
-    (``(A', 1, ...)``) and dense parameters (``(A', ...)``) and its gathered item rows
-    (``(A', m, k, ...)``), so the gradients of these leaves are per-unit gradients.
+    (``(A', 1, ...)``) and dense parameters (``(A', ...)``) and its gathered rows of every table
+    (``rows[table]``: ``(A', m, k[, m_t])`` local rows; ``items``: ``(A', m, k)`` global items),
+    so the gradients of these leaves are per-unit gradients.
     """
-    n_units, m, k = r.shape
+    n_units, m, k = items.shape
     u_leaf = {n: P[n][owner].detach().requires_grad_() for n in P}
-    i_leaf = {n: T[n][r].detach().requires_grad_() for n in T}
+    i_leaf = {n: T[n][rows[index.table_of[n]]].detach().requires_grad_() for n in T}
     d_leaf = {n: D[n][owner].detach().requires_grad_() for n in D}
+    item_in = index.inputs(lambda n, _: i_leaf[n], rows, items)
     scores = [
-        model.score({n: x.unsqueeze(1) for n, x in u_leaf.items()},
-                    {n: x[:, :, c] for n, x in i_leaf.items()}, d_leaf)
+        model.score({n: x.unsqueeze(1) for n, x in u_leaf.items()}, index.slot(item_in, c),
+                    d_leaf)
         for c in range(k)
     ]
     per_ex = example_loss(loss, scores, labels)  # (A', m)
@@ -540,14 +563,14 @@ def _unit_grads(
                                    for x in i_leaf.values())
     per_ex.sum().backward()
     with torch.no_grad():
-        sq = torch.zeros(n_units, device=r.device)
+        sq = torch.zeros(n_units, device=items.device)
         for x in [*u_leaf.values(), *d_leaf.values()]:
             sq += x.grad.pow(2).reshape(n_units, -1).sum(1)
-        # item rows: slots of the same row within a unit add up before the norm
-        flat_r = r.reshape(n_units, m * k)
-        same = (flat_r[:, :, None] == flat_r[:, None, :]).to(sq.dtype)
-        for x in i_leaf.values():
-            g = x.grad.reshape(n_units, m * k, -1)
+        # table rows: slots of the same row within a unit add up before the norm
+        for n, x in i_leaf.items():
+            flat_r = rows[index.table_of[n]].reshape(n_units, -1)
+            same = (flat_r[:, :, None] == flat_r[:, None, :]).to(sq.dtype)
+            g = x.grad.reshape(n_units, flat_r.shape[1], -1)
             sq += (torch.bmm(g, g.transpose(1, 2)) * same).sum((1, 2))
         sq.clamp_(min=0.0)
     return {

@@ -16,6 +16,7 @@ from fedrec.config import TrainConfig
 from fedrec.data.schema import SplitData
 from fedrec.models.base import Recommender
 from fedrec.train.examples import build_examples, uses_labels
+from fedrec.train.layout import ItemIndex
 from fedrec.train.losses import example_loss
 
 
@@ -59,6 +60,8 @@ def train_user(
                                   {"params": [copy[n] for n in dense_names]}], lr=tc.lr)]
     else:
         opts = [torch.optim.SGD(groups, lr=tc.lr)]
+    index = ItemIndex(model)
+    gather = index.embedding_gather({n: copy[n] for n in item_names}, sparse)
     ex = build_examples(
         split, np.array([user]), tc.local_epochs, tc.num_negatives, tc.loss, seed, round_
     )
@@ -68,11 +71,8 @@ def train_user(
         for lo in range(0, len(items_all), tc.batch_size):
             items = items_all[lo : lo + tc.batch_size]  # (b, k)
             b = len(items)
-            gathered = {  # (b, k, ...); sparse gradients for SparseAdam
-                n: F.embedding(items, copy[n], sparse=sparse).view(*items.shape,
-                                                                    *glob[n].shape[1:])
-                for n in item_names
-            }
+            # (b, k, ...); sparse gradients for SparseAdam
+            gathered = index.inputs(gather, index.rows(items), items)
             scores = [
                 model.score(
                     {n: own[n].unsqueeze(1) for n in user_names},
@@ -86,12 +86,13 @@ def train_user(
             loss = per_ex.mean()
             if tc.weight_decay:
                 loss = loss + tc.weight_decay * sum(
-                    g.pow(2).reshape(b, -1).sum(-1).mean() for g in gathered.values()
+                    gathered[n].pow(2).reshape(b, -1).sum(-1).mean() for n in item_names
                 )
                 loss = loss + tc.weight_decay * sum(o.pow(2).sum() for o in own.values())
             if proximal_mu:
                 loss = loss + proximal_mu / 2 * sum(
-                    _drift(copy[n], glob[n], items if sparse and n in item_names else None)
+                    _drift(copy[n], glob[n], index.rows(items)[index.table_of[n]]
+                           if sparse and n in item_names else None)
                     .pow(2).sum() for n in copy
                 )
             for opt in opts:
