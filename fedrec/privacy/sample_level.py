@@ -117,6 +117,12 @@ def check_supported(cfg: Config) -> None:
             "privacy='sample': per-user DP-SGD adds its noise lazily, which is exact for SGD "
             "only; set optimizer=sgd"
         )
+    if cfg.data.split == "ctr":
+        raise ConfigError(
+            "setting 'split' = 'ctr' is not supported with privacy='sample': its training rows "
+            "are labelled positives and negatives, not the privacy units DP-SGD accounts; use "
+            "privacy='user'"
+        )
     if cfg.fed.proximal_mu:
         raise ConfigError(
             f"setting 'proximal-mu' = {cfg.fed.proximal_mu!r} is not supported with "

@@ -141,7 +141,7 @@ def train_cohort(
     device = resolve_device(tc.device)
     users = np.asarray(users, dtype=np.int64)
     shared_dev = {n: t.to(device=device, dtype=torch.float32) for n, t in shared.items()}
-    per_pos = examples_per_positive(tc.loss, tc.num_negatives)
+    per_pos = examples_per_positive(tc.loss, tc.num_negatives, split.train_labels is not None)
     counts = np.diff(split.train_indptr)[users] * per_pos * tc.local_epochs
     sum_update = {
         n: torch.zeros(t.shape, dtype=torch.float64, device=device) for n, t in shared_dev.items()

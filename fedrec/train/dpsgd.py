@@ -215,10 +215,14 @@ def build_units(
     offset = np.arange(total, dtype=np.int64) - start[:-1][local]
     pos_index = split.train_indptr[users_o][local] + offset
     pos_items = split.train_items[pos_index]
-    m = examples_per_positive(loss, num_negatives)
+    labelled = split.train_labels is not None
+    m = examples_per_positive(loss, num_negatives, labelled)
     items_e, labels_e = [], []
     for epoch in range(epochs):
-        if loss == "mse":
+        if labelled:  # click-through rows: one labelled example per unit
+            items = pos_items[:, None, None]
+            labels = split.train_labels[pos_index].astype(np.float32)[:, None]
+        elif loss == "mse":
             items = pos_items[:, None, None]
             labels = split.train_ratings[pos_index].astype(np.float32)[:, None]
         else:
@@ -278,6 +282,9 @@ def train_cohort_dpsgd(
         raise ValueError(f"noise_multiplier must be finite and >= 0, got {noise_multiplier}")
     if not clip_norm > 0:
         raise ValueError(f"clip_norm must be > 0, got {clip_norm}")
+    if split.train_labels is not None:
+        raise ValueError("privacy='sample' (DP-SGD) does not support click-through splits "
+                         "(labelled training rows); use privacy='user'")
     device = resolve_device(tc.device)
     users = np.asarray(users, dtype=np.int64)
     shared_dev = {n: t.to(device=device, dtype=torch.float32) for n, t in shared.items()}

@@ -82,9 +82,17 @@ def _train_keys(split: SplitData) -> np.ndarray:
     return _KEYS_CACHE[k]
 
 
-def examples_per_positive(loss: str, num_negatives: int) -> int:
-    """Examples generated per training positive: ``bce`` 1 + negatives, ``bpr`` one pair per
-    negative, ``mse`` (explicit ratings) the rating alone."""
+def examples_per_positive(loss: str, num_negatives: int, labelled: bool = False) -> int:
+    """Examples generated per training row: ``bce`` 1 + negatives, ``bpr`` one pair per
+    negative, ``mse`` (explicit ratings) the rating alone; ``labelled`` rows (click-through
+    splits: fixed positives and negatives) are one example each, used as given."""
+    if labelled:
+        if loss != "bce":
+            raise ValueError(
+                f"setting 'loss' = {loss!r}: a click-through split has labelled rows and "
+                "trains with loss = 'bce'"
+            )
+        return 1
     if loss == "bce":
         return 1 + num_negatives
     if loss == "bpr":
@@ -146,7 +154,8 @@ def build_examples(
     """Examples for ``users`` over ``epochs`` local epochs (see ``CohortExamples``)."""
     users = np.asarray(users, dtype=np.int64)
     n_pos_in = np.diff(split.train_indptr)[users]
-    per_pos = examples_per_positive(loss, num_negatives)
+    labelled = split.train_labels is not None
+    per_pos = examples_per_positive(loss, num_negatives, labelled)
     # training order: most examples first; ties by global id
     order = np.lexsort((users, -n_pos_in))
     users_o = users[order]
@@ -164,7 +173,10 @@ def build_examples(
 
     items_e, labels_e = [], []
     for epoch in range(epochs):
-        if loss == "mse":
+        if labelled:  # fixed positives and negatives, as given
+            items = pos_items[:, None]
+            labels = split.train_labels[pos_index].astype(np.float32)
+        elif loss == "mse":
             items = pos_items[:, None]
             labels = split.train_ratings[pos_index].astype(np.float32)
         elif loss == "bce":
