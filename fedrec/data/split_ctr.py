@@ -135,7 +135,7 @@ def ctr_split(inter: Interactions, seed: int, threshold: float) -> SplitData:
         for p in (1, 2)
     )
     logger.info(
-        "%s ctr split: %d of %d items kept (KG), %d positives, %d negatives; "
+        "%s ctr split: %d of %d items kept, %d positives, %d negatives; "
         "%d train / %d valid / %d test rows",
         inter.name, n_kept, inter.n_items, int(positive.sum()), len(neg_items),
         n - n_valid - n_test, n_valid, n_test,
