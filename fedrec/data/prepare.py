@@ -19,13 +19,25 @@ import numpy as np
 from fedrec.data.errors import DataError
 from fedrec.data.loaders import LOADERS, load_interactions
 from fedrec.data.paths import resolve_data_dir
-from fedrec.data.schema import SplitData
+from fedrec.data.schema import LabeledPairs, SplitData
 from fedrec.data.split import leave_one_out, ncf_split
+from fedrec.data.split_cold import cold_items_split
+from fedrec.data.split_ctr import ctr_split
 from fedrec.data.synthetic import generate
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("loo", "ncf")
+SPLITS = ("loo", "ncf", "ctr", "cold-items")
+#: Positive threshold of the ``ctr`` split per dataset (MKR / KGCN ``preprocess.py``: a rating
+#: ``>= threshold`` is a positive; Last.FM listening counts are all positives).
+CTR_THRESHOLDS = {
+    "ml-1m": 4.0,
+    "ml-100k": 4.0,
+    "ml-latest-small": 4.0,
+    "synthetic": 4.0,
+    "lastfm": 0.0,
+}
+COLD_FRACTION = 0.2
 SPLIT_FILE_FORMAT = 1
 _ARRAYS = (
     "train_indptr",
@@ -34,6 +46,10 @@ _ARRAYS = (
     "test_items",
     "test_negatives",
 )
+#: Optional parts: plain arrays, and click-through parts stored as ``<name>.<field>``.
+_OPTIONAL = ("train_labels", "valid_items", "valid_negatives")
+_PAIRS = ("ctr_valid", "ctr_test")
+_PAIR_FIELDS = ("indptr", "items", "labels")
 _SIDE_NUM = "item_side."
 _SIDE_STR = "item_side_str."
 _CACHE: dict[tuple, SplitData] = {}
@@ -53,14 +69,18 @@ def prepare_split(
     ----------
     dataset : str
         ``synthetic``, ``ml-100k``, ``ml-1m`` or ``ml-latest-small``.
-    split : {"loo", "ncf"}
-        Leave-one-out with sampled negatives, or the published NCF split (``ml-1m`` only).
+    split : {"loo", "ncf", "ctr", "cold-items"}
+        Leave-one-out with sampled negatives, the published NCF split (``ml-1m`` only), the
+        MKR / KGCN click-through split (:func:`fedrec.data.split_ctr.ctr_split`, positive
+        threshold from :data:`CTR_THRESHOLDS`) or the cold-items split
+        (:func:`fedrec.data.split_cold.cold_items_split`, :data:`COLD_FRACTION` of the items).
     data_dir : str or os.PathLike, optional
         Data directory (argument, else ``FEDREC_DATA_DIR``, else ``~/.cache/fedrec/data``).
     seed : int
         Seed of the test negatives (and of the synthetic data unless ``synthetic`` has one).
     num_test_negatives : int
-        Negatives per test user (must be 99 for ``ncf``).
+        Negatives per test user (must be 99 for ``ncf``; unused by ``ctr``, whose negatives
+        are one per positive).
     synthetic : dict, optional
         Keyword arguments of :func:`fedrec.data.synthetic.generate` (``dataset="synthetic"``).
 
@@ -90,6 +110,11 @@ def prepare_split(
             'setting `split` = "ncf" has exactly 99 published negatives per user; '
             f"num_test_negatives={num_test_negatives} is not possible"
         )
+    if split == "ctr" and dataset not in CTR_THRESHOLDS:
+        raise ValueError(
+            f'setting `split` = "ctr" labels ratings >= a per-dataset threshold as positives; '
+            f"dataset {dataset!r} has none (datasets with one: {', '.join(CTR_THRESHOLDS)})"
+        )
     if synthetic and dataset != "synthetic":
         raise ValueError(
             f"setting `synthetic` applies to dataset 'synthetic' only, not {dataset!r}"
@@ -106,7 +131,12 @@ def prepare_split(
             inter = generate(**{"seed": seed, **(synthetic or {})})
         else:
             inter = load_interactions(dataset, root)
-        result = leave_one_out(inter, num_test_negatives, seed)
+        if split == "ctr":
+            result = ctr_split(inter, seed, CTR_THRESHOLDS[dataset])
+        elif split == "cold-items":
+            result = cold_items_split(inter, seed, num_test_negatives, COLD_FRACTION)
+        else:
+            result = leave_one_out(inter, num_test_negatives, seed)
     _CACHE[key] = result
     logger.info(
         "split %s/%s: %d users, %d items, %d train, %d test users",
@@ -154,6 +184,14 @@ def save_split(split: SplitData, path: str | os.PathLike[str]) -> Path:
     arrays.update({name: _compact(np.asarray(getattr(split, name))) for name in _ARRAYS})
     if split.test_ratings is not None:
         arrays["test_ratings"] = np.asarray(split.test_ratings)
+    for name in _OPTIONAL:
+        if getattr(split, name) is not None:
+            arrays[name] = _compact(np.asarray(getattr(split, name)))
+    for name in _PAIRS:
+        pairs = getattr(split, name)
+        if pairs is not None:
+            for part in _PAIR_FIELDS:
+                arrays[f"{name}.{part}"] = _compact(np.asarray(getattr(pairs, part)))
     for name, value in split.item_side.items():
         if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
             arrays[_SIDE_NUM + name] = value
@@ -222,6 +260,7 @@ def load_split_file(path: str | os.PathLike[str]) -> SplitData:
         test_negatives=data["test_negatives"].astype(np.int64),
         test_ratings=data.get("test_ratings"),
         item_side=item_side,
+        **_load_optional(data, path),
     )
     n_users = split.n_users
     if (
@@ -233,6 +272,40 @@ def load_split_file(path: str | os.PathLike[str]) -> SplitData:
     ):
         raise DataError("inconsistent split file: array sizes do not match n_users/n_train", path)
     return split
+
+
+def _load_optional(data: dict[str, np.ndarray], path: Path) -> dict:
+    """The optional parts of a split file (labels, validation, click-through rows)."""
+    out: dict = {}
+    n_users = int(data["n_users"])
+    if "train_labels" in data:
+        out["train_labels"] = data["train_labels"].astype(np.float32)
+        if len(out["train_labels"]) != len(data["train_items"]):
+            raise DataError("inconsistent split file: train_labels do not match train_items", path)
+    for name in ("valid_items", "valid_negatives"):
+        if name in data:
+            out[name] = data[name].astype(np.int64)
+            if len(out[name]) != n_users:
+                raise DataError(f"inconsistent split file: {name} has no row per user", path)
+    for name in _PAIRS:
+        have = [f"{name}.{part}" in data for part in _PAIR_FIELDS]
+        if not any(have):
+            continue
+        if not all(have):
+            raise DataError(f"inconsistent split file: {name} is incomplete", path)
+        pairs = LabeledPairs(
+            indptr=data[f"{name}.indptr"].astype(np.int64),
+            items=data[f"{name}.items"].astype(np.int64),
+            labels=data[f"{name}.labels"].astype(np.float32),
+        )
+        if (
+            len(pairs.indptr) != n_users + 1
+            or pairs.indptr[-1] != len(pairs.items)
+            or len(pairs.labels) != len(pairs.items)
+        ):
+            raise DataError(f"inconsistent split file: {name} sizes do not match n_users", path)
+        out[name] = pairs
+    return out
 
 
 def _compact(array: np.ndarray) -> np.ndarray:
