@@ -89,6 +89,8 @@ def evaluate(msg: Message, context: Context) -> Message:
     cfg, round_ = _config(msg)
     pid, users = _users(cfg, context)
     state = _state(cfg, context, pid, users, round_)
-    sums = node.evaluate_round(cfg, round_, _shared(msg), users, state)
-    metrics = {"num-examples": sums.pop("count"), **{f"{k}-sum": v for k, v in sums.items()}}
+    parts = tuple(str(msg.content["config"].get(node.EVAL_PARTS_KEY, "test")).split(","))
+    sums = node.evaluate_round(cfg, round_, _shared(msg), users, state, parts)
+    count = sums.get("count", sums.get("val-count", 0.0))
+    metrics = {"num-examples": count, **{f"{k}-sum": v for k, v in sums.items()}}
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

@@ -17,6 +17,24 @@ from pathlib import Path
 from typing import Any
 
 
+def _splits() -> tuple[str, ...]:
+    from fedrec.data.prepare import SPLITS
+
+    return SPLITS
+
+
+def _tower_names(text: str) -> list[str]:
+    from fedrec.towers.registry import parse_towers
+
+    return parse_towers(text)
+
+
+def _known_towers() -> list[str]:
+    from fedrec.towers.registry import known_towers
+
+    return known_towers()
+
+
 class ConfigError(ValueError):
     """A setting has an unknown key, a wrong type or a value out of range."""
 
@@ -24,7 +42,7 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     dataset: str = "synthetic"
-    split: str = "loo"  # loo | ncf
+    split: str = "loo"  # loo | ncf | ctr (MKR/KGCN click-through) | cold-items
     data_dir: str = ""  # "" -> $FEDREC_DATA_DIR or ~/.cache/fedrec/data
     test_negatives: int = 99
     synthetic_users: int = 2000
@@ -37,6 +55,9 @@ class ModelConfig:
     model: str = "mf"
     dim: int = 32
     init_std: float = 0.1
+    towers: str = ""  # item towers fused with the ID embedding, e.g. "kg,text,genre,year"
+    kg_neighbours: int = 8  # KG tower: neighbours sampled per entity (seeded, fixed)
+    kg_hops: int = 1  # KG tower: 1 or 2 hops of aggregation
 
 
 @dataclass
@@ -154,7 +175,12 @@ class Config:
     def validate(self, source: str = "config") -> None:
         """Check ranges and choices; raise ``ConfigError`` naming the setting."""
         checks: list[tuple[str, bool, str]] = [
-            ("split", self.data.split in ("loo", "ncf"), "must be 'loo' or 'ncf'"),
+            ("split", self.data.split in _splits(), f"must be one of {', '.join(_splits())}"),
+            ("towers", not (unknown := [t for t in _tower_names(self.model.towers)
+                                        if t not in _known_towers()]),
+             f"names unknown tower(s) {unknown}; known towers: {', '.join(_known_towers())}"),
+            ("kg-neighbours", self.model.kg_neighbours >= 1, "must be >= 1"),
+            ("kg-hops", self.model.kg_hops in (1, 2), "must be 1 or 2"),
             ("test-negatives", self.data.test_negatives >= 1, "must be >= 1"),
             ("dim", self.model.dim >= 1, "must be >= 1"),
             ("local-epochs", self.train.local_epochs >= 1, "must be >= 1"),

@@ -18,11 +18,13 @@ from fedrec import checkpoint
 from fedrec.config import Config
 from fedrec.data.partition import num_partitions, participants, partition_users
 from fedrec.data.schema import SplitData
-from fedrec.eval.sampled import evaluate_local, evaluate_users
+from fedrec.eval.sampled import evaluate_parts
 from fedrec.models.base import Recommender
 from fedrec.models.registry import build_model
 from fedrec.params import check_shared, to_numpy, to_torch
 from fedrec.privacy import sample_level
+from fedrec.towers.fusion import with_towers
+from fedrec.towers.registry import parse_towers
 from fedrec.train.cohort import train_cohort
 from fedrec.train.dpsgd import train_cohort_dpsgd
 
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 _SPLITS: dict[tuple, SplitData] = {}
 ITEM_WEIGHTED = "fedavg-items"  # strategy whose replies carry per-item user weights
 ITEM_WEIGHT_KEY = "item-weight"
+EVAL_PARTS_KEY = "fedrec.eval-parts"  # evaluate messages: "test" or "valid[,test]"
 
 
 def load_split(cfg: Config) -> SplitData:
@@ -53,12 +56,23 @@ def load_split(cfg: Config) -> SplitData:
     return _SPLITS[key]
 
 
+_MODELS: dict[tuple, Recommender] = {}
+
+
 def make_model(cfg: Config, split: SplitData) -> Recommender:
-    """The configured model for ``split``."""
-    return build_model(
-        cfg.model.model, n_users=split.n_users, n_items=split.n_items, dim=cfg.model.dim,
-        init_std=cfg.model.init_std,
-    )
+    """The configured model for ``split``, with its towers (memoised per process: a tower's
+    neighbour sample and frozen inputs are prepared once)."""
+    m = cfg.model
+    key = (id(split), m.model, m.dim, m.init_std, m.towers, m.kg_neighbours, m.kg_hops,
+           cfg.run.seed)
+    if key not in _MODELS:
+        base = build_model(m.model, n_users=split.n_users, n_items=split.n_items, dim=m.dim,
+                           init_std=m.init_std)
+        if len(_MODELS) > 8:
+            _MODELS.clear()
+        _MODELS[key] = with_towers(base, parse_towers(m.towers), split.item_side, cfg.run.seed,
+                                   neighbours=m.kg_neighbours, hops=m.kg_hops)
+    return _MODELS[key]
 
 
 def node_users(cfg: Config, split: SplitData, partition_id: int, n_partitions: int) -> np.ndarray:
@@ -146,8 +160,10 @@ def evaluate_round(
     shared: dict[str, np.ndarray],
     users: np.ndarray,
     state: dict[str, Tensor],
+    parts: tuple[str, ...] = ("test",),
 ) -> dict[str, float]:
-    """Metric sums and count over the node's users, scored with their private rows.
+    """Metric sums over the node's users on ``parts`` (``valid`` keys prefixed ``val-``),
+    scored with their private rows.
 
     With ``finetune-epochs > 0`` every user first fine-tunes its own copy of the shared
     parameters on its training data (local personalisation) and is scored with that copy.
@@ -155,15 +171,24 @@ def evaluate_round(
     split = load_split(cfg)
     model = make_model(cfg, split)
     check_shared(shared, model, "evaluate message")
-    kw = {"full": cfg.eval.full_ranking, "explicit": cfg.train.loss == "mse"}
+    kw = {"full": cfg.eval.full_ranking and split.protocol == "ranking",
+          "explicit": cfg.train.loss == "mse"}
     shared_t = to_torch(shared)
+    params: dict[str, Tensor] | list = state
     if cfg.eval.finetune_epochs > 0:
         tc = dataclasses.replace(cfg.train.at_round(round_),
                                  local_epochs=cfg.eval.finetune_epochs)
-        upd = train_cohort(model, shared_t, state, users, split, tc, cfg.run.seed,
-                           FINETUNE_ROUND_KEY + round_, keep_local=True)
-        return evaluate_local(model, shared_t, upd.local, split, **kw)
-    return evaluate_users(model, shared_t, state, users, split, **kw)
+        params = train_cohort(model, shared_t, state, users, split, tc, cfg.run.seed,
+                              FINETUNE_ROUND_KEY + round_, keep_local=True).local
+    return evaluate_parts(model, shared_t, params, users, split, parts, **kw)
+
+
+def eval_parts(split: SplitData, final: bool) -> tuple[str, ...]:
+    """What an evaluation reads: splits with a validation part read it every time and the
+    test part only at the final evaluation (tuning never sees test); others read test."""
+    if not split.has_validation:
+        return ("test",)
+    return ("valid", "test") if final else ("valid",)
 
 
 # ----------------------------------------------------------------- private state on disk

@@ -29,9 +29,9 @@ from flwr.serverapp import Grid
 from fedrec import checkpoint, rundir
 from fedrec.config import Config, as_dict
 from fedrec.data.partition import num_partitions
-from fedrec.eval.sampled import evaluate_item_scores, means
+from fedrec.eval.sampled import VALID, evaluate_item_scores, summarize
 from fedrec.models.popularity import popularity_scores
-from fedrec.node import load_split, make_model
+from fedrec.node import EVAL_PARTS_KEY, eval_parts, load_split, make_model
 from fedrec.params import check_shared, to_numpy
 from fedrec.privacy.sample_level import SampleLevelPrivacy
 from server.privacy import UserLevelDP
@@ -40,7 +40,9 @@ from server.strategies import build_strategy, sum_metrics
 log = logging.getLogger("fedrec.server")
 
 CKPT_DIR = "checkpoints"
-EVAL_FIELDS = ("hr@10", "ndcg@10", "recall@20", "ndcg@20-full", "rmse")
+EVAL_FIELDS = ("hr@10", "ndcg@10", "recall@20", "ndcg@20-full", "rmse", "auc", "acc", "f1")
+TEST_KEYS = ("hr@10", "auc")
+VAL_KEYS = tuple(VALID + k for k in EVAL_FIELDS)
 
 
 def _record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
@@ -113,9 +115,9 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     if sdp is not None:  # every node trains with the calibrated DP-SGD noise multiplier
         flat["noise-multiplier"] = sdp.sigma
     log.info(
-        "%s: %d users, %d items, %d train interactions; %d nodes; popularity HR@10 %.4f "
-        "NDCG@10 %.4f", split.name, split.n_users, split.n_items, split.n_train, n_nodes,
-        popularity["hr@10"], popularity["ndcg@10"],
+        "%s: %d users, %d items, %d train interactions; %d nodes; popularity %s", split.name,
+        split.n_users, split.n_items, split.n_train, n_nodes,
+        " ".join(f"{k} {v:.4f}" for k, v in popularity.items() if k in EVAL_FIELDS[:2] + ("auc",)),
     )
     n_rounds = cfg.fed.num_rounds
     stopped = None
@@ -151,7 +153,8 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
             eps = sdp.observe(r, [m.content["metrics"] for m in replies])
             row["epsilon"], row["epsilon_rdp"] = eps["prv"], eps["rdp"]
         if r % cfg.fed.eval_every == 0 or r == n_rounds:
-            row.update(_evaluate(grid, strategy, r, arrays, flat, cfg.fed.timeout))
+            parts = eval_parts(split, final=r == n_rounds)
+            row.update(_evaluate(grid, strategy, r, arrays, flat, cfg.fed.timeout, parts))
         row["round_s"] = time.time() - t0
         prev = float(rows[-1]["elapsed_s"]) if rows else 0.0
         row["elapsed_s"] = prev + row["round_s"]
@@ -173,7 +176,13 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
         rundir.write_metrics(out / "metrics.csv", rows, rundir.METRIC_FIELDS)
         log.info(_progress(row, n_rounds))
 
-    final = next((r for r in reversed(rows) if "hr@10" in r and r["hr@10"] != ""), {})
+    if rows and split.has_validation and not any(k in rows[-1] for k in TEST_KEYS):
+        # stopped early (privacy budget): the test part is read once, for the last model
+        rows[-1].update(_evaluate(grid, strategy, int(rows[-1]["round"]), arrays, flat,
+                                  cfg.fed.timeout, ("test",)))
+        rundir.write_metrics(out / "metrics.csv", rows, rundir.METRIC_FIELDS)
+    final = next((r for r in reversed(rows) if any(r.get(k, "") != "" for k in TEST_KEYS)), {})
+    valid = next((r for r in reversed(rows) if any(r.get(k, "") != "" for k in VAL_KEYS)), {})
     summary = {
         "config": as_dict(cfg),
         "dataset": {
@@ -181,11 +190,14 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
             "users": split.n_users,
             "items": split.n_items,
             "train_interactions": split.n_train,
-            "test_users": int((split.test_items >= 0).sum()),
+            "test_users": int((split.test_items >= 0).sum()) if split.protocol == "ranking"
+            else int((np.diff(split.ctr_test.indptr) > 0).sum()),
+            "protocol": split.protocol,
             "split": cfg.data.split,
         },
         "rounds": len(rows),
         "final": {k: final[k] for k in EVAL_FIELDS if final.get(k, "") != ""},
+        "validation": {k[len(VALID):]: valid[k] for k in VAL_KEYS if valid.get(k, "") != ""},
         "baselines": {"popularity": popularity},
         "privacy": dp.summary() if dp is not None else sdp.summary() if sdp is not None else {
             "mode": cfg.privacy.privacy, "epsilon": None, "delta": None},
@@ -208,13 +220,14 @@ def _single_reply(arrays: dict[str, np.ndarray]) -> Message:
 
 
 def _evaluate(
-    grid: Grid, strategy: Any, r: int, arrays: dict, flat: dict, timeout: float
+    grid: Grid, strategy: Any, r: int, arrays: dict, flat: dict, timeout: float,
+    parts: tuple[str, ...] = ("test",),
 ) -> dict[str, float]:
-    msgs = strategy.configure_evaluate(r, _record(arrays), ConfigRecord(dict(flat)), grid)
+    config = ConfigRecord({**flat, EVAL_PARTS_KEY: ",".join(parts)})
+    msgs = strategy.configure_evaluate(r, _record(arrays), config, grid)
     replies = _ok(list(grid.send_and_receive(msgs, timeout=timeout)), "evaluate")
     sums = dict(strategy.aggregate_evaluate(r, replies) or {})
-    plain = {k[: -len("-sum")]: v for k, v in sums.items() if k.endswith("-sum")}
-    return means({**plain, "count": sums.get("num-examples", 0.0)})
+    return summarize({k[: -len("-sum")]: v for k, v in sums.items() if k.endswith("-sum")})
 
 
 def config_identity(cfg: Config) -> dict[str, Any]:
@@ -229,7 +242,10 @@ def config_identity(cfg: Config) -> dict[str, Any]:
 def _progress(row: dict[str, Any], n_rounds: int) -> str:
     parts = [f"round {row['round']:>3}/{n_rounds}", f"loss {row['train_loss']:.4f}",
              f"users {row['users']}"]
-    if "hr@10" in row:
-        parts += [f"HR@10 {row['hr@10']:.4f}", f"NDCG@10 {row['ndcg@10']:.4f}"]
+    for key, label in (("val-hr@10", "val HR@10"), ("val-auc", "val AUC"), ("val-acc", "val ACC"),
+                       ("hr@10", "HR@10"), ("ndcg@10", "NDCG@10"), ("auc", "AUC"),
+                       ("acc", "ACC"), ("f1", "F1")):
+        if key in row:
+            parts.append(f"{label} {row[key]:.4f}")
     parts.append(f"{row['round_s']:.2f}s")
     return " | ".join(parts)

@@ -8,13 +8,16 @@ copy (``LocalTables``), where a user's own rows replace the global ones.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 
 from fedrec.data.schema import SplitData
+from fedrec.eval.ctr import add_sums, ctr_means, ctr_sums
 from fedrec.eval.metrics import positive_rank, ranking_sums
 from fedrec.models.base import ITEM_TABLE, Recommender
 from fedrec.train.cohort import LocalTables
@@ -139,6 +142,92 @@ def full_ranks(scores: np.ndarray, users: np.ndarray, split: SplitData) -> np.nd
     return beats.sum(axis=1).astype(np.int64)
 
 
+VALID = "val-"  # key prefix of the validation part's sums and metrics
+PARTS = ("valid", "test")
+
+
+def part_split(split: SplitData, part: str) -> SplitData:
+    """``split`` with the ``part`` ("valid" or "test") in the test fields (no copies)."""
+    if part == "test":
+        return split
+    if part != "valid":
+        raise ValueError(f"unknown evaluation part {part!r} (known: {', '.join(PARTS)})")
+    if not split.has_validation:
+        raise ValueError(f"split {split.name!r} has no validation part")
+    return dataclasses.replace(
+        split, test_items=split.valid_items if split.valid_items is not None
+        else split.test_items, test_negatives=split.valid_negatives
+        if split.valid_negatives is not None else split.test_negatives,
+        test_ratings=None, ctr_test=split.ctr_valid)
+
+
+def _evaluate_ctr(view: _View, split: SplitData, chunk: int = 1024) -> dict[str, float]:
+    """Click-through sums (:func:`fedrec.eval.ctr.ctr_sums`) over the users' labelled rows."""
+    pairs = split.ctr_test
+    users = view.users
+    n_rows = pairs.indptr[users + 1] - pairs.indptr[users]
+    pos_all = np.nonzero(n_rows > 0)[0]
+    total: dict[str, float] = {"count": 0.0}
+    if len(pos_all):
+        chunk = min(chunk, view.users_per_call(int(n_rows.max())))
+    for lo in range(0, len(pos_all), chunk):
+        pos = pos_all[lo : lo + chunk]
+        width = int(n_rows[pos].max())
+        offs = np.arange(width)[None, :]
+        valid = offs < n_rows[pos][:, None]
+        at = np.minimum(pairs.indptr[users[pos]][:, None] + offs, len(pairs.items) - 1)
+        cand = np.where(valid, pairs.items[at], 0)
+        s = view.scores(pos, np.ascontiguousarray(cand))
+        total = add_sums(total, ctr_sums(s[valid], pairs.labels[at][valid]))
+    return total
+
+
+def evaluate_parts(
+    model: Recommender,
+    shared: dict[str, Tensor],
+    user_params: dict[str, Tensor] | list[LocalTables],
+    users: np.ndarray,
+    split: SplitData,
+    parts: tuple[str, ...] = ("test",),
+    full: bool = False,
+    explicit: bool = False,
+) -> dict[str, float]:
+    """Metric sums of ``users`` on each of ``parts``: ``test`` keys as they are, ``valid`` keys
+    prefixed ``val-``. Ranking splits give HR/NDCG (and full-ranking, RMSE) sums and ``count``;
+    click-through splits :func:`fedrec.eval.ctr.ctr_sums`. ``user_params`` are the private
+    rows aligned with ``users``, or the users' locally fine-tuned tables."""
+    if isinstance(user_params, list):
+        views = [_View(model, shared, t.users, t.user, t) for t in user_params]
+    else:
+        views = [_View(model, shared, np.asarray(users, dtype=np.int64), user_params)]
+    out: dict[str, float] = {}
+    for part in parts:
+        sp = part_split(split, part)
+        prefix = VALID if part == "valid" else ""
+        for view in views:
+            if sp.protocol == "ctr":
+                sums = _evaluate_ctr(view, sp)
+            else:
+                sums = _evaluate_view(view, sp, (10,), full, explicit and part == "test")
+            for k, v in sums.items():
+                out[prefix + k] = out.get(prefix + k, 0.0) + v
+    return out
+
+
+def summarize(sums: dict[str, float]) -> dict[str, float]:
+    """Metrics of every part from summed :func:`evaluate_parts` output (ranking: means over
+    ``count``; click-through: AUC / ACC / F1)."""
+    out: dict[str, float] = {}
+    for prefix in ("", VALID):
+        part = {k[len(prefix):]: v for k, v in sums.items()
+                if k.startswith(prefix) and (prefix or not k.startswith(VALID))}
+        if "count" not in part:
+            continue
+        m = ctr_means(part) if "tp" in part else means(part)
+        out.update({prefix + k: v for k, v in m.items()})
+    return out
+
+
 def evaluate_users(
     model: Recommender,
     shared: dict[str, Tensor],
@@ -180,7 +269,15 @@ def evaluate_local(
 def evaluate_item_scores(
     item_scores: np.ndarray, split: SplitData, ks: tuple[int, ...] = (10,)
 ) -> dict[str, float]:
-    """Metric means of a non-personalised ranking such as popularity."""
+    """Metric means of a non-personalised ranking such as popularity (click-through splits:
+    its exact AUC on the test rows)."""
+    if split.protocol == "ctr":
+        s = item_scores[split.ctr_test.items]
+        lab = split.ctr_test.labels > 0.5
+        ranks = pd.Series(s).rank(method="average").to_numpy()
+        n_pos, n_neg = int(lab.sum()), int((~lab).sum())
+        auc = (ranks[lab].sum() - n_pos * (n_pos + 1) / 2) / max(n_pos * n_neg, 1)
+        return {"auc": float(auc)}
     users = np.nonzero(split.test_items >= 0)[0]
     pos = item_scores[split.test_items[users]]
     neg = item_scores[split.test_negatives[users]]

@@ -53,6 +53,10 @@ class KGTower(Tower):
             hop_r.append(adj_r[hop_e[-1]].reshape(n_items, -1))
             hop_e.append(adj_e[hop_e[-1]].reshape(n_items, -1))
         self._reach = {ENTITY: np.concatenate(hop_e, 1), RELATION: np.concatenate(hop_r, 1)}
+        # padding rows (items outside the KG, entities without neighbours) read as zeros, so
+        # they get exactly zero gradients and never move
+        self._masks = {"kg_entity_mask": (self._reach[ENTITY] < kg.n_entities),
+                       "kg_relation_mask": (self._reach[RELATION] < kg.n_relations)}
         self.qdim = query_dim or dim
 
     def tables(self) -> dict[str, int]:
@@ -62,6 +66,9 @@ class KGTower(Tower):
         if table not in self._reach:
             return super().reach(table)
         return self._reach[table]
+
+    def frozen(self) -> dict[str, np.ndarray]:
+        return {k: v.astype(np.float32) for k, v in self._masks.items()}
 
     def specs(self) -> list[ParamSpec]:
         out = [ParamSpec(ENTITY, "item", (self.dim,), table=ENTITY),
@@ -74,7 +81,9 @@ class KGTower(Tower):
     def encode(self, query: Tensor | None, item: dict[str, Tensor],
                dense: dict[str, Tensor]) -> Tensor:
         K, H = self.neighbours, self.hops
-        ent, rel = item[ENTITY], item[RELATION]  # (A, B, 1+K(+K^2), d), (A, B, K(+K^2), q)
+        # (A, B, 1+K(+K^2), d), (A, B, K(+K^2), q); padding rows masked to zero
+        ent = item[ENTITY] * item["kg_entity_mask"].unsqueeze(-1)
+        rel = item[RELATION] * item["kg_relation_mask"].unsqueeze(-1)
         sizes = [K**j for j in range(H + 1)]
         vectors = list(torch.split(ent, sizes, dim=2))
         relations = list(torch.split(rel, sizes[1:], dim=2))

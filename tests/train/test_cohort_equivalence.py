@@ -14,7 +14,7 @@ from fedrec.config import TrainConfig
 from fedrec.models.registry import build_model, known_models
 from fedrec.train.cohort import train_cohort
 from fedrec.train.reference import train_user
-from tests.helpers import tiny_split
+from tests.helpers import TOWER_MODELS, build_test_model, tiny_split
 
 CASES = [  # optimizer, loss, proximal mu, weight decay, user-lr (0: lr)
     ("sparse-adam", "bce", 0.0, 0.01, 0.0),
@@ -32,17 +32,18 @@ CASES = [  # optimizer, loss, proximal mu, weight decay, user-lr (0: lr)
 
 
 # every case on MF; the default optimiser, both FedProx forms and a user-lr on every model
+# and every tower model
 MATRIX = [("mf", *c) for c in CASES] + [
-    (m, *c) for m in known_models() if m != "mf"
+    (m, *c) for m in [*known_models(), *TOWER_MODELS] if m != "mf"
     for c in (CASES[0], CASES[5], CASES[6], CASES[8])
-]
+] + [("mf+kg2+text+genre", *c) for c in (CASES[2], CASES[3])]
 
 
 @pytest.mark.parametrize("model_name,optimizer,loss,mu,wd,user_lr", MATRIX)
 def test_vectorised_equals_per_user_loop(model_name, optimizer, loss, mu, wd, user_lr):
     # Prepare: uneven users (2..21 items), 2 local epochs, batches that split users unevenly
     split = tiny_split()
-    model = build_model(model_name, n_users=split.n_users, n_items=split.n_items, dim=8)
+    model = build_test_model(model_name, split)
     shared = model.init_shared(0)
     users = np.arange(split.n_users)
     state = model.init_users(users, 0)
