@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedrec import rng
+from fedrec.data.errors import DataError
 
 #: Names of the features a model can ask for (``ItemFeatures.get``).
 FEATURE_NAMES = ("title", "genres", "year", "text", "kg")
@@ -51,6 +52,26 @@ class KnowledgeGraph:
     def n_relations(self) -> int:
         return len(self.relations)
 
+    def check(self, source: str | None = None) -> None:
+        """Raise :class:`~fedrec.data.errors.DataError` on ids outside their ranges.
+
+        Parameters
+        ----------
+        source : str, optional
+            File named in the message (default: :attr:`source`).
+        """
+        where = source or self.source or None
+        t = np.asarray(self.triples)
+        if t.ndim != 2 or t.shape[1] != 3:
+            raise DataError(f"KG triples must have shape (n, 3), found {t.shape}", where)
+        if len(t) and (t[:, [0, 2]].min() < 0 or t[:, [0, 2]].max() >= self.n_entities):
+            raise DataError(f"KG entity ids outside 0..{self.n_entities - 1}", where)
+        if len(t) and (t[:, 1].min() < 0 or t[:, 1].max() >= self.n_relations):
+            raise DataError(f"KG relation ids outside 0..{self.n_relations - 1}", where)
+        ie = np.asarray(self.item_entity)
+        if len(ie) and (ie.min() < -1 or ie.max() >= self.n_entities):
+            raise DataError(f"KG item entities outside -1..{self.n_entities - 1}", where)
+
     def subset_items(self, items: np.ndarray) -> KnowledgeGraph:
         """The same graph with the item index restricted/reordered to ``items``."""
         return dataclasses.replace(self, item_entity=self.item_entity[np.asarray(items)])
@@ -82,21 +103,25 @@ class KnowledgeGraph:
         start = np.concatenate([[0], np.cumsum(counts)[:-1]])
         adj_e = np.full((n + 1, n_neighbours), n, dtype=np.int64)
         adj_r = np.full((n + 1, n_neighbours), self.n_relations, dtype=np.int64)
-        has = np.flatnonzero(counts > 0)
-        ent = has[:, None]
-        slot = np.arange(n_neighbours, dtype=np.int64)[None, :]
-        # without replacement: the first n_neighbours of a seeded random permutation key
-        keys = rng.uniform(seed, rng.KG_NEIGHBOURS, ent, np.arange(counts.max())[None, :])
-        valid = np.arange(counts.max())[None, :] < counts[has][:, None]
-        keys = np.where(valid, keys, np.inf)
-        perm = np.argsort(keys, axis=1)[:, :n_neighbours]
-        if perm.shape[1] < n_neighbours:  # every entity has fewer than n_neighbours
-            perm = np.pad(perm, ((0, 0), (0, n_neighbours - perm.shape[1])))
-        with_repl = (rng.uniform(seed, rng.KG_NEIGHBOURS, ent, -1 - slot) * counts[has][:, None])
-        pick = np.where(counts[has][:, None] >= n_neighbours, perm, with_repl.astype(np.int64))
-        idx = start[has][:, None] + pick
-        adj_e[has] = dst[idx]
-        adj_r[has] = rel[idx]
+        # without replacement (entities with >= n_neighbours neighbours): the neighbours with
+        # the n_neighbours smallest keys uniform(seed, entity, position); O(n_edges) memory
+        position = np.arange(len(src), dtype=np.int64) - start[src]
+        keys = rng.uniform(seed, rng.KG_NEIGHBOURS, src, position)
+        by_key = np.lexsort((keys, src))
+        rank = np.arange(len(src), dtype=np.int64) - start[src[by_key]]
+        take = (rank < n_neighbours) & (counts[src[by_key]] >= n_neighbours)
+        rows, cols, edges = src[by_key][take], rank[take], by_key[take]
+        adj_e[rows, cols] = dst[edges]
+        adj_r[rows, cols] = rel[edges]
+        # with replacement (1 <= neighbours < n_neighbours): uniform(seed, entity, -1 - slot)
+        few = np.flatnonzero((counts > 0) & (counts < n_neighbours))
+        if len(few):
+            slot = np.arange(n_neighbours, dtype=np.int64)[None, :]
+            ent = few[:, None]
+            draw = rng.uniform(seed, rng.KG_NEIGHBOURS, ent, -1 - slot) * counts[ent]
+            idx = start[ent] + draw.astype(np.int64)
+            adj_e[few] = dst[idx]
+            adj_r[few] = rel[idx]
         return adj_e, adj_r
 
 
@@ -137,14 +162,59 @@ class ItemFeatures:
 
     def get(self, name: str):
         """A feature by name; a clear error naming what is available when it is missing."""
-        value = self.matrices.get(name) if name in self.matrices else getattr(
-            self, _ATTR.get(name, name), None) if name in FEATURE_NAMES else None
+        value = (
+            self.matrices.get(name)
+            if name in self.matrices
+            else getattr(self, _ATTR.get(name, name), None)
+            if name in FEATURE_NAMES
+            else None
+        )
         if value is None:
             raise ValueError(
                 f"item feature {name!r} is not available for this dataset; available: "
                 f"{', '.join(self.available()) or 'none'}"
             )
         return value
+
+    def copy(self) -> ItemFeatures:
+        """A new container holding the same (read-only by convention) arrays."""
+        return dataclasses.replace(
+            self,
+            titles=None if self.titles is None else list(self.titles),
+            matrices=dict(self.matrices),
+        )
+
+    def check(self, n_items: int, source: str | None = None) -> None:
+        """Raise :class:`~fedrec.data.errors.DataError` unless every feature has ``n_items`` rows.
+
+        Parameters
+        ----------
+        n_items : int
+            Number of dense items the features must be aligned with.
+        source : str, optional
+            File named in the message.
+        """
+        sizes = {
+            "titles": None if self.titles is None else len(self.titles),
+            "genres": None if self.genres is None else len(self.genres),
+            "year": None if self.year is None else len(self.year),
+            "text": None if self.text is None else len(self.text),
+            "kg.item_entity": None if self.kg is None else len(self.kg.item_entity),
+        }
+        sizes.update({f"matrices[{k!r}]": len(v) for k, v in self.matrices.items()})
+        bad = {k: v for k, v in sizes.items() if v is not None and v != n_items}
+        if bad:
+            detail = ", ".join(f"{k} has {v}" for k, v in bad.items())
+            raise DataError(f"item features not aligned with {n_items} items: {detail}", source)
+        if self.genres is not None and self.genre_names:
+            if self.genres.shape[1:] != (len(self.genre_names),):
+                raise DataError(
+                    f"genres have shape {self.genres.shape} but there are "
+                    f"{len(self.genre_names)} genre names",
+                    source,
+                )
+        if self.kg is not None:
+            self.kg.check(source)
 
     def subset(self, items: np.ndarray) -> ItemFeatures:
         """Features of ``items`` (dense ids), in that order: the new item ``k`` is ``items[k]``."""

@@ -2,6 +2,11 @@
 
 Dense ids are assigned in order of first appearance in the ratings file read top to bottom,
 for users and items alike (for ML-1M this reproduces the NCF item index).
+
+Item side information (:class:`~fedrec.data.item_features.ItemFeatures`) is attached when its
+files are in the data directory, and is simply absent otherwise: titles, genres and release
+years (MovieLens), artist names (Last.FM), text vectors (:mod:`fedrec.data.text_vectors`) and
+knowledge graphs (:mod:`fedrec.data.kg`: ML-1M and Last.FM).
 """
 
 from __future__ import annotations
@@ -17,17 +22,21 @@ import pandas as pd
 
 from fedrec.data.download import download_dataset
 from fedrec.data.errors import DataFileNotFoundError
+from fedrec.data.item_features import ItemFeatures
+from fedrec.data.kg import load_dataset_kg
 from fedrec.data.paths import find_file, resolve_data_dir
 from fedrec.data.schema import NO_TIMESTAMP, Interactions
 from fedrec.data.side_info import (
     ItemTable,
     align_items,
+    read_artists_dat,
     read_movies_csv,
     read_movies_dat,
     read_u_item,
 )
 from fedrec.data.synthetic import generate
 from fedrec.data.tables import read_table
+from fedrec.data.text_vectors import load_text_vectors
 from fedrec.data.validate import TableFormat
 
 logger = logging.getLogger(__name__)
@@ -43,6 +52,15 @@ MLLATEST_FORMAT = TableFormat(
     "userId,movieId,rating,timestamp",
     header=("userId", "movieId", "rating", "timestamp"),
 )
+LASTFM_FORMAT = TableFormat(
+    "\t",
+    _UIRT[:3],
+    "userID<TAB>artistID<TAB>weight",
+    header=("userID", "artistID", "weight"),
+)
+#: Last.FM (KGCN ``data/music/``) listening counts; artist names from hetrec2011.
+LASTFM_RATINGS = "lastfm-kgcn/user_artists.dat"
+LASTFM_ARTISTS = "lastfm-hetrec2011/artists.dat"
 
 #: ML-1M ratings files, in order of preference, with their layouts.
 ML1M_RATINGS: dict[str, TableFormat] = {
@@ -59,7 +77,8 @@ def load_interactions(name: str, data_dir: DataDir = None, **kwargs) -> Interact
     Parameters
     ----------
     name : str
-        Key of :data:`LOADERS` (``ml-100k``, ``ml-1m``, ``ml-latest-small``, ``synthetic``).
+        Key of :data:`LOADERS` (``ml-100k``, ``ml-1m``, ``ml-latest-small``, ``lastfm``,
+        ``synthetic``).
     data_dir : str or os.PathLike, optional
         Data directory (argument, else ``FEDREC_DATA_DIR``, else ``~/.cache/fedrec/data``).
     **kwargs
@@ -98,15 +117,16 @@ def load_interactions(name: str, data_dir: DataDir = None, **kwargs) -> Interact
 def load_ml_100k(
     data_dir: DataDir = None, *, side_info: bool = True, download: bool = False
 ) -> Interactions:
-    """Load MovieLens 100K (``ml-100k/u.data``; titles and 19 genres from ``u.item``).
+    """Load MovieLens 100K (``ml-100k/u.data``; titles, 19 genres and years from ``u.item``).
 
     Parameters
     ----------
     data_dir : str or os.PathLike, optional
         Data directory.
     side_info : bool
-        Attach ``item_side["genres"]`` (float32, (n_items, 19)) and ``item_side["title"]``
-        when ``u.item`` is present.
+        Attach ``item_side.titles``, ``.genres`` (float32, (n_items, 19)) and ``.year``
+        (release date, else the title's year) when ``u.item`` is present, and ``.text`` when
+        text vectors are found (:func:`fedrec.data.text_vectors.load_text_vectors`).
     download : bool
         Fetch the GroupLens zip (sha256-verified) when ``u.data`` is missing.
 
@@ -135,7 +155,9 @@ def load_ml_1m(
     data_dir : str or os.PathLike, optional
         Data directory.
     side_info : bool
-        Attach genres (18) and titles from ``ml-1m/movies.dat`` when present.
+        Attach titles, genres (18) and years from ``ml-1m/movies.dat`` when present, text
+        vectors when found, and the MKR knowledge graph (``kg-movie-mkr/``) when its two
+        files are present.
     download : bool
         Fetch the GroupLens zip when neither ratings file exists.
 
@@ -164,7 +186,8 @@ def load_ml_latest_small(
     data_dir : str or os.PathLike, optional
         Data directory.
     side_info : bool
-        Attach genres (:data:`fedrec.data.side_info.MLLATEST_GENRES`) and titles.
+        Attach titles, genres (:data:`fedrec.data.side_info.MLLATEST_GENRES`) and years from
+        ``movies.csv``, and text vectors from fedrec's cache when present.
     download : bool
         Fetch the GroupLens zip when ``ratings.csv`` is missing.
 
@@ -178,6 +201,34 @@ def load_ml_latest_small(
     table = read_table(path, MLLATEST_FORMAT)
     side_file = "ml-latest-small/movies.csv"
     return _build("ml-latest-small", table, True, root, side_file, read_movies_csv, side_info)
+
+
+def load_lastfm(data_dir: DataDir = None, *, side_info: bool = True) -> Interactions:
+    """Load the Last.FM dataset of KGCN (``lastfm-kgcn/user_artists.dat``) with its KG.
+
+    ``user_artists.dat`` is hetrec2011-lastfm-2k's ``userID<TAB>artistID<TAB>weight`` (with
+    that header): the rating is the listening count (float), there are no timestamps.
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike, optional
+        Data directory.
+    side_info : bool
+        Attach the KGCN knowledge graph (``lastfm-kgcn/kg.txt`` and
+        ``item_index2entity_id.txt``), artist names as titles
+        (``lastfm-hetrec2011/artists.dat``) and text vectors from fedrec's cache, each when
+        its files are present.
+
+    Returns
+    -------
+    Interactions
+        92,834 rows, 1,892 users, 17,632 artists for the original release;
+        ``has_timestamps`` is False.
+    """
+    root = resolve_data_dir(data_dir)
+    path = _find(root, "lastfm", [LASTFM_RATINGS], False)
+    table = read_table(path, LASTFM_FORMAT)
+    return _build("lastfm", table, False, root, LASTFM_ARTISTS, read_artists_dat, side_info)
 
 
 def load_synthetic(data_dir: DataDir = None, **kwargs) -> Interactions:
@@ -203,12 +254,16 @@ LOADERS: dict[str, Callable[..., Interactions]] = {
     "ml-100k": load_ml_100k,
     "ml-1m": load_ml_1m,
     "ml-latest-small": load_ml_latest_small,
+    "lastfm": load_lastfm,
     "synthetic": load_synthetic,
 }
 
 
 def build_interactions(
-    name: str, table: pd.DataFrame, has_timestamps: bool, item_side: dict | None = None
+    name: str,
+    table: pd.DataFrame,
+    has_timestamps: bool,
+    item_side: ItemFeatures | None = None,
 ) -> Interactions:
     """Encode raw ids densely (order of first appearance) and build :class:`Interactions`.
 
@@ -221,8 +276,8 @@ def build_interactions(
         file order.
     has_timestamps : bool
         Whether ``table["timestamp"]`` holds real times.
-    item_side : dict, optional
-        Side information already aligned to the dense ids.
+    item_side : ItemFeatures, optional
+        Side information already aligned to the dense ids (copied; default: none).
 
     Returns
     -------
@@ -249,7 +304,7 @@ def build_interactions(
         raw_user_ids=np.asarray(raw_users, dtype=np.int64),
         raw_item_ids=np.asarray(raw_items, dtype=np.int64),
         has_timestamps=has_timestamps,
-        item_side=dict(item_side or {}),
+        item_side=ItemFeatures() if item_side is None else item_side.copy(),
     )
 
 
@@ -263,11 +318,18 @@ def _build(
     want_side: bool,
 ) -> Interactions:
     inter = build_interactions(name, table, has_timestamps)
+    if not want_side:
+        return inter
+    side = inter.item_side
     side_path = root / side_file
-    if want_side and side_path.is_file():
-        inter.item_side.update(align_items(reader(side_path), inter.raw_item_ids))
-    elif want_side:
-        logger.info("%s not found: %s loaded without item side information", side_path, name)
+    if side_path.is_file():
+        align_items(reader(side_path), inter.raw_item_ids, into=side)
+    else:
+        logger.info("%s not found: %s loaded without its item table", side_path, name)
+    side.text = load_text_vectors(name, root, inter.raw_item_ids)
+    side.kg = load_dataset_kg(name, root, inter.raw_item_ids)
+    side.check(inter.n_items)
+    logger.info("%s item features: %s", name, ", ".join(side.available()) or "none")
     return inter
 
 

@@ -15,6 +15,9 @@ DEFAULT_DATA_DIR = Path("~/.cache/fedrec/data")
 
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/{name}.zip"
 NCF_URL = "https://github.com/hexiangnan/neural_collaborative_filtering"
+KGCN_URL = "https://github.com/hwwang55/KGCN"
+MKR_URL = "https://github.com/hwwang55/MKR"
+HETREC_LASTFM_URL = "https://files.grouplens.org/datasets/hetrec2011/hetrec2011-lastfm-2k.zip"
 
 #: Where each dataset folder can be obtained (shown in missing-file errors).
 SOURCES: dict[str, str] = {
@@ -26,6 +29,12 @@ SOURCES: dict[str, str] = {
     + " (unzip so that <data dir>/ml-latest-small/ratings.csv exists)",
     "ncf-hexiangnan": f"{NCF_URL} , folder Data/ (ml-1m.test.rating, ml-1m.test.negative;"
     " put them in <data dir>/ncf-hexiangnan/)",
+    "lastfm": f"{KGCN_URL} , folder data/music/ (user_artists.dat, kg.txt,"
+    " item_index2entity_id.txt; put them in <data dir>/lastfm-kgcn/)",
+    "kg-movie-mkr": f"{MKR_URL} , folder data/movie/ (kg.txt, item_index2entity_id.txt;"
+    " put them in <data dir>/kg-movie-mkr/)",
+    "lastfm-hetrec2011": HETREC_LASTFM_URL
+    + " (artists.dat, for artist names; put it in <data dir>/lastfm-hetrec2011/)",
 }
 
 #: Datasets that :mod:`fedrec.data.download` can fetch when asked explicitly.

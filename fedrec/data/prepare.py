@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fedrec.data.errors import DataError
+from fedrec.data.item_features import ItemFeatures, KnowledgeGraph
 from fedrec.data.loaders import LOADERS, load_interactions
 from fedrec.data.paths import resolve_data_dir
 from fedrec.data.schema import LabeledPairs, SplitData
@@ -38,7 +39,9 @@ CTR_THRESHOLDS = {
     "lastfm": 0.0,
 }
 COLD_FRACTION = 0.2
-SPLIT_FILE_FORMAT = 1
+#: Version of the ``.npz`` layout of :func:`save_split` (3: typed item features, labels,
+#: validation and click-through parts).
+SPLIT_FILE_FORMAT = 3
 _ARRAYS = (
     "train_indptr",
     "train_items",
@@ -50,8 +53,9 @@ _ARRAYS = (
 _OPTIONAL = ("train_labels", "valid_items", "valid_negatives")
 _PAIRS = ("ctr_valid", "ctr_test")
 _PAIR_FIELDS = ("indptr", "items", "labels")
-_SIDE_NUM = "item_side."
-_SIDE_STR = "item_side_str."
+_SIDE = "item_side."
+_KG = _SIDE + "kg."
+_MATRIX = _SIDE + "matrix."
 _CACHE: dict[tuple, SplitData] = {}
 
 
@@ -68,7 +72,7 @@ def prepare_split(
     Parameters
     ----------
     dataset : str
-        ``synthetic``, ``ml-100k``, ``ml-1m`` or ``ml-latest-small``.
+        ``synthetic``, ``ml-100k``, ``ml-1m``, ``ml-latest-small`` or ``lastfm``.
     split : {"loo", "ncf", "ctr", "cold-items"}
         Leave-one-out with sampled negatives, the published NCF split (``ml-1m`` only), the
         MKR / KGCN click-through split (:func:`fedrec.data.split_ctr.ctr_split`, positive
@@ -158,9 +162,11 @@ def clear_cache() -> None:
 def save_split(split: SplitData, path: str | os.PathLike[str]) -> Path:
     """Write a split to one ``.npz`` file (atomically; no pickled objects).
 
-    Numeric ``item_side`` arrays and lists of strings (e.g. titles) are included; other
-    side entries are skipped (logged). Id arrays are stored as int32 when they fit
-    (uncompressed: fast to write) and come back as int64.
+    The typed item features are included (``item_side.titles``, ``.genres``,
+    ``.genre_names``, ``.year``, ``.text``, ``.kg.triples`` / ``.kg.n_entities`` /
+    ``.kg.relations`` / ``.kg.item_entity`` / ``.kg.source``, ``.matrix.<name>``), so that
+    :func:`load_split_file` gives them back exactly. Id arrays are stored as int32 when they
+    fit (uncompressed: fast to write) and come back as int64.
 
     Parameters
     ----------
@@ -192,13 +198,7 @@ def save_split(split: SplitData, path: str | os.PathLike[str]) -> Path:
         if pairs is not None:
             for part in _PAIR_FIELDS:
                 arrays[f"{name}.{part}"] = _compact(np.asarray(getattr(pairs, part)))
-    for name, value in split.item_side.items():
-        if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
-            arrays[_SIDE_NUM + name] = value
-        elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-            arrays[_SIDE_STR + name] = np.array(list(value), dtype=str)
-        else:
-            logger.debug("save_split: item_side[%r] not stored (not numeric or strings)", name)
+    arrays.update(_features_to_arrays(split.item_side))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -222,7 +222,7 @@ def load_split_file(path: str | os.PathLike[str]) -> SplitData:
     Returns
     -------
     SplitData
-        The split (string lists of ``item_side`` come back as ``list[str]``).
+        The split with its :class:`~fedrec.data.item_features.ItemFeatures`.
 
     Raises
     ------
@@ -241,14 +241,11 @@ def load_split_file(path: str | os.PathLike[str]) -> SplitData:
         raise DataError(f"not a split file: missing array(s) {', '.join(missing)}", path)
     if int(data["format"]) != SPLIT_FILE_FORMAT:
         raise DataError(
-            f"split file format {int(data['format'])}, expected {SPLIT_FILE_FORMAT}", path
+            f"split file format {int(data['format'])}, expected {SPLIT_FILE_FORMAT} "
+            "(written by another fedrec version; write it again with save_split)",
+            path,
         )
-    item_side: dict = {}
-    for name, value in data.items():
-        if name.startswith(_SIDE_NUM):
-            item_side[name[len(_SIDE_NUM) :]] = value
-        elif name.startswith(_SIDE_STR):
-            item_side[name[len(_SIDE_STR) :]] = value.tolist()
+    item_side = _features_from_arrays(data, path)
     split = SplitData(
         name=str(data["name"]),
         n_users=int(data["n_users"]),
@@ -271,6 +268,7 @@ def load_split_file(path: str | os.PathLike[str]) -> SplitData:
         or len(split.train_ratings) != len(split.train_items)
     ):
         raise DataError("inconsistent split file: array sizes do not match n_users/n_train", path)
+    item_side.check(split.n_items, str(path))
     return split
 
 
@@ -306,6 +304,66 @@ def _load_optional(data: dict[str, np.ndarray], path: Path) -> dict:
             raise DataError(f"inconsistent split file: {name} sizes do not match n_users", path)
         out[name] = pairs
     return out
+
+
+def _features_to_arrays(side: ItemFeatures) -> dict[str, np.ndarray]:
+    """The ``item_side.*`` arrays of a split file (strings as unicode arrays, no pickles)."""
+    out: dict[str, np.ndarray] = {}
+    if side.titles is not None:
+        out[_SIDE + "titles"] = np.array(list(side.titles), dtype=str)
+    if side.genres is not None:
+        out[_SIDE + "genres"] = np.asarray(side.genres)
+    if side.genre_names:
+        out[_SIDE + "genre_names"] = np.array(list(side.genre_names), dtype=str)
+    if side.year is not None:
+        out[_SIDE + "year"] = np.asarray(side.year)
+    if side.text is not None:
+        out[_SIDE + "text"] = np.asarray(side.text)
+    if side.kg is not None:
+        kg = side.kg
+        out[_KG + "triples"] = _compact(np.asarray(kg.triples, dtype=np.int64))
+        out[_KG + "n_entities"] = np.array(kg.n_entities, dtype=np.int64)
+        out[_KG + "relations"] = np.array(list(kg.relations), dtype=str)
+        out[_KG + "item_entity"] = _compact(np.asarray(kg.item_entity, dtype=np.int64))
+        out[_KG + "source"] = np.array(kg.source, dtype=str)
+    for name, matrix in side.matrices.items():
+        out[_MATRIX + name] = np.asarray(matrix)
+    return out
+
+
+def _features_from_arrays(data: dict[str, np.ndarray], path: Path) -> ItemFeatures:
+    """Inverse of :func:`_features_to_arrays`."""
+    side = ItemFeatures()
+    if _SIDE + "titles" in data:
+        side.titles = [str(t) for t in data[_SIDE + "titles"].tolist()]
+    side.genres = data.get(_SIDE + "genres")
+    if _SIDE + "genre_names" in data:
+        side.genre_names = tuple(str(g) for g in data[_SIDE + "genre_names"].tolist())
+    side.year = data.get(_SIDE + "year")
+    side.text = data.get(_SIDE + "text")
+    kg_keys = [k for k in data if k.startswith(_KG)]
+    if kg_keys:
+        parts = ("triples", "n_entities", "relations", "item_entity", "source")
+        missing = [p for p in parts if _KG + p not in data]
+        if missing:
+            raise DataError(f"split file: KG array(s) {', '.join(missing)} missing", path)
+        side.kg = KnowledgeGraph(
+            triples=data[_KG + "triples"].astype(np.int64).reshape(-1, 3),
+            n_entities=int(data[_KG + "n_entities"]),
+            relations=tuple(str(r) for r in data[_KG + "relations"].tolist()),
+            item_entity=data[_KG + "item_entity"].astype(np.int64),
+            source=str(data[_KG + "source"]),
+        )
+    side.matrices = {k[len(_MATRIX) :]: v for k, v in data.items() if k.startswith(_MATRIX)}
+    known = {_SIDE + n for n in ("titles", "genres", "genre_names", "year", "text")}
+    unknown = [
+        k
+        for k in data
+        if k.startswith(_SIDE) and k not in known and not k.startswith((_KG, _MATRIX))
+    ]
+    if unknown:
+        logger.warning("%s: unknown item feature array(s) ignored: %s", path, ", ".join(unknown))
+    return side
 
 
 def _compact(array: np.ndarray) -> np.ndarray:

@@ -51,10 +51,16 @@ def leave_one_out(inter: Interactions, num_negatives: int = 99, seed: int = 0) -
         (user, item) pairs, or a user with fewer than ``num_negatives`` non-interacted items.
     """
     if not inter.has_timestamps:
+        hint = (
+            'For ML-1M use the published NCF protocol (setting split = "ncf"), or provide '
+            "ml-1m/ratings.dat with its timestamps."
+            if inter.name == "ml-1m"
+            else 'Use a split that needs no times (e.g. split = "ctr", the click-through '
+            "protocol of the KG papers)."
+        )
         raise DataError(
             f"dataset {inter.name!r} has no timestamps, but leave-one-out holds out each user's "
-            "latest interaction and needs them. For ML-1M use the published NCF protocol "
-            '(setting split = "ncf"), or provide ml-1m/ratings.dat with its timestamps.'
+            f"latest interaction and needs them. {hint}"
         )
     if num_negatives < 0:
         raise ValueError(f"num_negatives must be >= 0, got {num_negatives}")
@@ -92,7 +98,7 @@ def leave_one_out(inter: Interactions, num_negatives: int = 99, seed: int = 0) -
         test_items=test_items,
         test_negatives=negatives,
         test_ratings=test_ratings,
-        item_side=dict(inter.item_side),
+        item_side=inter.item_side.copy(),
     )
 
 
@@ -204,7 +210,7 @@ def ncf_split(
         test_items=test.items.copy(),
         test_negatives=negatives,
         test_ratings=test.ratings.astype(np.float32),
-        item_side=dict(inter.item_side),
+        item_side=inter.item_side.copy(),
     )
 
 

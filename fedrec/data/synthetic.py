@@ -15,11 +15,12 @@ import logging
 import numpy as np
 import pandas as pd
 
+from fedrec.data.item_features import ItemFeatures, KnowledgeGraph
 from fedrec.data.schema import Interactions
 
 logger = logging.getLogger(__name__)
 
-#: Relation ids of ``item_side["kg"]``.
+#: Relation names of ``item_side.kg`` (relation ids index this tuple).
 KG_RELATIONS = ("has_genre", "directed_by", "stars", "works_in_genre")
 MIN_INTERACTIONS = 5
 _BASE_TIME = 1_000_000_000
@@ -63,7 +64,7 @@ def generate(
     activity_shape : float
         Pareto (Lomax) shape (> 0) of the user activity tail; smaller means heavier.
     text_dim : int
-        Width of ``item_side["text"]``.
+        Width of ``item_side.text``.
     tie_prob : float
         Probability that an interaction shares the previous one's timestamp.
 
@@ -71,10 +72,13 @@ def generate(
     -------
     Interactions
         ``df`` grouped by user (0, 1, ...), time-ordered within a user. Ids are the generator's
-        ids (``raw_*_ids`` = ``arange``), so items nobody picked still exist. ``item_side``:
-        ``"genres"`` float32 ``(n_items, n_genres)`` multi-hot, ``"text"`` float32
-        ``(n_items, text_dim)``, ``"kg"`` int64 ``(n_triples, 3)`` (head, relation, tail) with
-        items as entities ``0..n_items-1`` and relations :data:`KG_RELATIONS`.
+        ids (``raw_*_ids`` = ``arange``), so items nobody picked still exist. ``item_side``
+        (:class:`~fedrec.data.item_features.ItemFeatures`): ``genres`` float32
+        ``(n_items, n_genres)`` multi-hot with ``genre_names`` ``"genre 0"``, ...; ``text``
+        float32 ``(n_items, text_dim)`` (a text-embedding stand-in); ``kg`` a
+        :class:`~fedrec.data.item_features.KnowledgeGraph` whose entities ``0..n_items-1`` are
+        the items (``item_entity = arange(n_items)``), then genres, directors and actors, with
+        relations :data:`KG_RELATIONS`.
 
     Raises
     ------
@@ -120,11 +124,19 @@ def generate(
     genres = _genres(rng, items, centers, item_cluster)
     projection = rng.standard_normal((dim, text_dim)) / np.sqrt(dim)
     text = items @ projection + 0.1 * rng.standard_normal((n_items, text_dim))
-    item_side = {
-        "genres": genres,
-        "text": text.astype(np.float32),
-        "kg": _knowledge_graph(rng, genres, item_cluster, n_genres),
-    }
+    triples, n_entities = _knowledge_graph(rng, genres, item_cluster, n_genres)
+    item_side = ItemFeatures(
+        genres=genres,
+        genre_names=tuple(f"genre {k}" for k in range(n_genres)),
+        text=text.astype(np.float32),
+        kg=KnowledgeGraph(
+            triples=triples,
+            n_entities=n_entities,
+            relations=KG_RELATIONS,
+            item_entity=np.arange(n_items, dtype=np.int64),
+            source="synthetic",
+        ),
+    )
     logger.debug("synthetic: %d users, %d items, %d interactions", n_users, n_items, len(df))
     return Interactions(
         name="synthetic",
@@ -321,12 +333,13 @@ def _genres(
 
 def _knowledge_graph(
     rng: np.random.Generator, genres: np.ndarray, cluster: np.ndarray, n_genres: int
-) -> np.ndarray:
+) -> tuple[np.ndarray, int]:
     """Triples linking items to genre, director and actor entities that follow the clusters.
 
     Entities: items ``0..n_items-1``, then genres, directors, actors. Directors and actors
     belong to a cluster; an item's director (90 %) and actors (70 % each) come from its own
-    cluster, the rest at random.
+    cluster, the rest at random. Returns the unique triples and the number of entities (an
+    actor nobody cast still counts).
     """
     n_items = len(cluster)
     n_directors = max(n_genres, n_items // 8)
@@ -366,4 +379,4 @@ def _knowledge_graph(
             [director0 + np.arange(n_directors), np.full(n_directors, 3), genre0 + director_cluster]
         )
     )
-    return np.unique(np.concatenate(triples).astype(np.int64), axis=0)
+    return np.unique(np.concatenate(triples).astype(np.int64), axis=0), actor0 + n_actors

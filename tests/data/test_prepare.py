@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from fedrec.data import prepare
 from fedrec.data.errors import DataError
+from fedrec.data.item_features import ItemFeatures, KnowledgeGraph
 from fedrec.data.prepare import load_split_file, prepare_split, save_split
 
 from .checks import assert_split_invariants
@@ -86,7 +89,12 @@ def test_ml_1m_loo_without_timestamps_points_to_ncf(write, tmp_path):
 def test_save_and_load_round_trip(tmp_path):
     # Prepare
     split = prepare_split("synthetic", synthetic=SMALL)
-    split.item_side["title"] = [f"item {k}" for k in range(split.n_items)]
+    side = split.item_side
+    side.titles = [f"item {k}" for k in range(split.n_items)]
+    side.titles[3] = ""
+    side.titles[4] = "Caf\xe9 \u2013 \u4e2d (1995)"
+    side.year = np.where(np.arange(split.n_items) % 7 == 0, np.nan, 1990.0).astype(np.float32)
+    side.matrices["poster"] = np.arange(split.n_items * 2, dtype=np.float32).reshape(-1, 2)
     path = tmp_path / "run" / "split.npz"
 
     # Execute
@@ -104,10 +112,74 @@ def test_save_and_load_round_trip(tmp_path):
         original, restored = getattr(split, name), getattr(loaded, name)
         assert restored.dtype == original.dtype and np.array_equal(restored, original), name
     assert np.array_equal(loaded.test_ratings, split.test_ratings, equal_nan=True)
-    for key in ("genres", "text", "kg"):
-        assert np.array_equal(loaded.item_side[key], split.item_side[key])
-    assert loaded.item_side["title"] == split.item_side["title"]
+    assert_features_equal(loaded.item_side, side)
     assert_split_invariants(loaded)
+
+
+def test_round_trip_of_absent_and_empty_features(tmp_path):
+    # Prepare
+    split = prepare_split("synthetic", synthetic=SMALL)
+    bare = dataclasses.replace(split, item_side=ItemFeatures())
+    empty_kg = KnowledgeGraph(
+        triples=np.zeros((0, 3), dtype=np.int64),
+        n_entities=0,
+        relations=(),
+        item_entity=np.full(split.n_items, -1, dtype=np.int64),
+    )
+    only_kg = dataclasses.replace(split, item_side=ItemFeatures(kg=empty_kg))
+
+    # Execute
+    loaded_bare = load_split_file(save_split(bare, tmp_path / "bare.npz"))
+    loaded_kg = load_split_file(save_split(only_kg, tmp_path / "kg.npz"))
+
+    # Assert
+    assert loaded_bare.item_side.available() == []
+    assert loaded_bare.item_side.genre_names == () and loaded_bare.item_side.matrices == {}
+    assert_features_equal(loaded_kg.item_side, only_kg.item_side)
+
+
+def test_split_file_of_another_format_or_with_misaligned_features_is_refused(tmp_path):
+    # Prepare
+    split = prepare_split("synthetic", synthetic=SMALL)
+    path = save_split(split, tmp_path / "split.npz")
+    with np.load(path) as npz:
+        arrays = dict(npz)
+    old = tmp_path / "old.npz"
+    np.savez(old, **{**arrays, "format": np.array(1)})
+    short = tmp_path / "short.npz"
+    np.savez(short, **{**arrays, "item_side.text": arrays["item_side.text"][:-1]})
+
+    # Execute
+    with pytest.raises(DataError) as old_format:
+        load_split_file(old)
+    with pytest.raises(DataError) as misaligned:
+        load_split_file(short)
+
+    # Assert
+    assert str(old) in str(old_format.value) and "format 1, expected 2" in str(old_format.value)
+    assert str(short) in str(misaligned.value) and "text has 199" in str(misaligned.value)
+
+
+def assert_features_equal(got: ItemFeatures, want: ItemFeatures) -> None:
+    """Exact equality of two feature sets, dtypes included."""
+    assert got.available() == want.available()
+    assert got.titles == want.titles and got.genre_names == want.genre_names
+    for name in ("genres", "year", "text"):
+        a, b = getattr(got, name), getattr(want, name)
+        assert (a is None) == (b is None), name
+        if a is not None:
+            assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True), name
+    assert sorted(got.matrices) == sorted(want.matrices)
+    for name, matrix in want.matrices.items():
+        assert got.matrices[name].dtype == matrix.dtype
+        assert np.array_equal(got.matrices[name], matrix), name
+    assert (got.kg is None) == (want.kg is None)
+    if want.kg is not None:
+        for name in ("triples", "item_entity"):
+            a, b = getattr(got.kg, name), getattr(want.kg, name)
+            assert a.dtype == np.int64 and a.shape == b.shape and np.array_equal(a, b), name
+        assert got.kg.n_entities == want.kg.n_entities
+        assert got.kg.relations == want.kg.relations and got.kg.source == want.kg.source
 
 
 def test_loading_a_non_split_file_is_a_data_error(tmp_path):

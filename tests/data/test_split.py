@@ -54,7 +54,9 @@ def test_loo_invariants_on_synthetic(synthetic):
     assert_split_invariants(split, synthetic)
     assert np.array_equal(split.test_items, expected_latest_items(synthetic))
     assert split.test_negatives.shape == (600, 99)
-    assert split.item_side.keys() == synthetic.item_side.keys()
+    assert split.item_side.available() == synthetic.item_side.available()
+    assert split.item_side is not synthetic.item_side
+    assert split.item_side.kg is synthetic.item_side.kg  # arrays are shared, read-only
 
 
 def test_training_ratings_stay_aligned_with_items(synthetic):
@@ -138,6 +140,19 @@ def test_loo_without_timestamps_suggests_ncf(write, tmp_path):
 
     # Assert
     assert "timestamps" in str(info.value) and 'split = "ncf"' in str(info.value)
+
+
+def test_loo_on_lastfm_points_to_a_split_without_times(write, tmp_path):
+    # Prepare
+    write("lastfm-kgcn/user_artists.dat", "userID\tartistID\tweight\n1\t5\t3\n1\t6\t1\n")
+    inter = load_interactions("lastfm", tmp_path)
+
+    # Execute
+    with pytest.raises(DataError) as info:
+        leave_one_out(inter)
+
+    # Assert
+    assert "'lastfm' has no timestamps" in str(info.value) and "ncf" not in str(info.value)
 
 
 def test_duplicates_are_refused():
@@ -268,6 +283,8 @@ def test_real_ncf_split(real_data):
     assert split.test_items[0] == 25
     assert split.test_negatives.shape == (6_040, 99)
     assert_split_invariants(split)
+    if (root / "kg-movie-mkr/kg.txt").is_file():  # the MKR KG hangs off the NCF item index
+        assert int((split.item_side.kg.item_entity >= 0).sum()) == 2_347
 
 
 def test_real_ncf_negatives_contain_test_items_on_156_lines(real_data):

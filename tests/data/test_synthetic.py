@@ -21,8 +21,10 @@ def test_same_seed_gives_identical_data(default):
 
     # Assert
     pd.testing.assert_frame_equal(default.df, again.df)
-    for key in ("genres", "text", "kg"):
-        assert np.array_equal(default.item_side[key], again.item_side[key])
+    side, side_again = default.item_side, again.item_side
+    assert np.array_equal(side.genres, side_again.genres)
+    assert np.array_equal(side.text, side_again.text)
+    assert np.array_equal(side.kg.triples, side_again.kg.triples)
 
 
 def test_different_seed_gives_different_data(default):
@@ -31,7 +33,7 @@ def test_different_seed_gives_different_data(default):
 
     # Assert
     assert not default.df.equals(other.df)
-    assert not np.array_equal(default.item_side["text"], other.item_side["text"])
+    assert not np.array_equal(default.item_side.text, other.item_side.text)
 
 
 def test_sizes_dtypes_and_activity_bounds(default):
@@ -80,21 +82,28 @@ def test_side_information_shapes(default):
     side = default.item_side
 
     # Assert
-    assert side["genres"].dtype == np.float32 and side["genres"].shape == (500, 12)
-    assert np.all(side["genres"].sum(axis=1) >= 1)
-    assert set(np.unique(side["genres"])) == {0.0, 1.0}
-    assert side["text"].dtype == np.float32 and side["text"].shape == (500, 32)
+    assert side.available() == ["genres", "text", "kg"]
+    assert side.genres.dtype == np.float32 and side.genres.shape == (500, 12)
+    assert side.genre_names == tuple(f"genre {k}" for k in range(12))
+    assert np.all(side.genres.sum(axis=1) >= 1)
+    assert set(np.unique(side.genres)) == {0.0, 1.0}
+    assert side.text.dtype == np.float32 and side.text.shape == (500, 32)
+    side.check(default.n_items)
 
 
 def test_kg_triples_are_valid_and_follow_genres(default):
     # Prepare
-    kg, n_items = default.item_side["kg"], default.n_items
+    graph, n_items = default.item_side.kg, default.n_items
+    kg = graph.triples
 
     # Execute
     heads, rels, tails = kg.T
 
     # Assert
     assert kg.dtype == np.int64 and kg.ndim == 2 and kg.shape[1] == 3
+    assert graph.relations == KG_RELATIONS and graph.source == "synthetic"
+    assert np.array_equal(graph.item_entity, np.arange(n_items))
+    assert kg.max() < graph.n_entities
     assert len(np.unique(kg, axis=0)) == len(kg)
     assert set(np.unique(rels)) == set(range(len(KG_RELATIONS)))
     assert kg.min() >= 0 and np.all(tails >= n_items)
@@ -104,9 +113,9 @@ def test_kg_triples_are_valid_and_follow_genres(default):
         linked = heads[rels == KG_RELATIONS.index(relation)]
         assert np.array_equal(np.unique(linked), np.arange(n_items)), relation
     genre_rows = kg[rels == KG_RELATIONS.index("has_genre")]
-    rebuilt = np.zeros_like(default.item_side["genres"])
+    rebuilt = np.zeros_like(default.item_side.genres)
     rebuilt[genre_rows[:, 0], genre_rows[:, 2] - n_items] = 1.0
-    assert np.array_equal(rebuilt, default.item_side["genres"])
+    assert np.array_equal(rebuilt, default.item_side.genres)
 
 
 def _hit_rate(split, scores: np.ndarray, k: int = 10) -> float:
