@@ -156,7 +156,7 @@ def test_split_file_of_another_format_or_with_misaligned_features_is_refused(tmp
         load_split_file(short)
 
     # Assert
-    assert str(old) in str(old_format.value) and "format 1, expected 2" in str(old_format.value)
+    assert str(old) in str(old_format.value) and "format 1, expected 3" in str(old_format.value)
     assert str(short) in str(misaligned.value) and "text has 199" in str(misaligned.value)
 
 
