@@ -50,7 +50,7 @@ _ARRAYS = (
     "test_negatives",
 )
 #: Optional parts: plain arrays, and click-through parts stored as ``<name>.<field>``.
-_OPTIONAL = ("train_labels", "valid_items", "valid_negatives")
+_OPTIONAL = ("train_labels", "valid_items", "valid_negatives", "negative_pool")
 _PAIRS = ("ctr_valid", "ctr_test")
 _PAIR_FIELDS = ("indptr", "items", "labels")
 _SIDE = "item_side."
@@ -280,6 +280,8 @@ def _load_optional(data: dict[str, np.ndarray], path: Path) -> dict:
         out["train_labels"] = data["train_labels"].astype(np.float32)
         if len(out["train_labels"]) != len(data["train_items"]):
             raise DataError("inconsistent split file: train_labels do not match train_items", path)
+    if "negative_pool" in data:
+        out["negative_pool"] = data["negative_pool"].astype(np.int64)
     for name in ("valid_items", "valid_negatives"):
         if name in data:
             out[name] = data[name].astype(np.int64)

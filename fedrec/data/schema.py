@@ -98,6 +98,9 @@ class SplitData:
         positives *and* negatives, used as given; no negative sampling in training).
     valid_items, valid_negatives : numpy.ndarray, optional
         A ranking validation part, laid out as ``test_items`` / ``test_negatives``.
+    negative_pool : numpy.ndarray, optional
+        Sorted items that training may sample as negatives (default: every item). The
+        cold-items split keeps its cold items out: they do not exist at training time.
     ctr_valid, ctr_test : LabeledPairs, optional
         Click-through validation and test rows (``split = "ctr"``); then ``test_items`` is
         all -1 and ``test_negatives`` has 0 columns.
@@ -118,6 +121,7 @@ class SplitData:
     valid_negatives: np.ndarray | None = None
     ctr_valid: LabeledPairs | None = None
     ctr_test: LabeledPairs | None = None
+    negative_pool: np.ndarray | None = None
 
     @property
     def protocol(self) -> str:

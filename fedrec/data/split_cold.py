@@ -98,13 +98,13 @@ def cold_items_split(
     test_items = np.full(n_users, -1, dtype=np.int64)
     valid_items = np.full(n_users, -1, dtype=np.int64)
     test_ratings = np.full(n_users, np.nan, dtype=np.float32)
-    has_test = np.flatnonzero(n_cold_of >= 1)
-    has_valid = np.flatnonzero(n_cold_of >= 2)
+    testable = _testable(inter, len(cold), n_cold_of, num_negatives, fraction)
+    has_test = np.flatnonzero((n_cold_of >= 1) & testable)
+    has_valid = np.flatnonzero((n_cold_of >= 2) & testable)
     test_items[has_test] = items[rows[end[has_test] - 1]]
     test_ratings[has_test] = ratings[rows[end[has_test] - 1]]
     valid_items[has_valid] = items[rows[end[has_valid] - 2]]
 
-    _check_enough_cold(inter, len(cold), n_cold_of, num_negatives, fraction)
     negatives = []
     for tag, who in ((_TAG_TEST_NEGATIVES, has_test), (_TAG_VALID_NEGATIVES, has_valid)):
         out = np.full((n_users, num_negatives), -1, dtype=np.int64)
@@ -131,6 +131,7 @@ def cold_items_split(
         item_side=inter.item_side,
         valid_items=valid_items,
         valid_negatives=negatives[1],
+        negative_pool=np.setdiff1d(np.arange(n_items, dtype=np.int64), cold),
     )
 
 
@@ -146,20 +147,28 @@ def _cold_items(
     return np.sort(seen[order[:n_cold]])
 
 
-def _check_enough_cold(
+def _testable(
     inter: Interactions, n_cold: int, n_cold_of: np.ndarray, num_negatives: int, fraction: float
-) -> None:
-    """Every tested user needs ``num_negatives`` cold items it never touched."""
-    available = n_cold - n_cold_of
-    short = (n_cold_of >= 1) & (available < num_negatives)
+) -> np.ndarray:
+    """Users with ``num_negatives`` cold items they never touched (the others are not tested,
+    logged); an error naming the setting when no user with a cold item is left."""
+    ok = n_cold - n_cold_of >= num_negatives
+    short = (n_cold_of >= 1) & ~ok
     if short.any():
-        u = int(np.flatnonzero(short)[0])
-        raise DataError(
-            f"{inter.name} cold-items split: {n_cold} cold items (fraction {fraction}); user {u} "
-            f"(raw id {inter.raw_user_ids[u]}) touched {n_cold_of[u]} of them, leaving "
-            f"{available[u]} candidates for {num_negatives} negatives. Lower the setting "
-            f"`test-negatives` (num_negatives={num_negatives}) or use a dataset with more items"
-        )
+        if not ((n_cold_of >= 1) & ok).any():
+            u = int(np.flatnonzero(short)[0])
+            raise DataError(
+                f"{inter.name} cold-items split: {n_cold} cold items (fraction {fraction}); "
+                f"every user with a cold item touched too many of them (e.g. user {u} touched "
+                f"{n_cold_of[u]}, leaving {n_cold - n_cold_of[u]} candidates for "
+                f"{num_negatives} negatives). Lower the setting `test-negatives` "
+                f"(num_negatives={num_negatives}) or use a dataset with more items"
+            )
+        logger.warning(
+            "%s cold-items split: %d user(s) touched more than %d of the %d cold items and are "
+            "not tested (too few untouched cold items for %d negatives)", inter.name,
+            int(short.sum()), n_cold - num_negatives, n_cold, num_negatives)
+    return ok
 
 
 def _refuse_duplicates(inter: Interactions, users: np.ndarray, items: np.ndarray) -> None:

@@ -126,6 +126,7 @@ def generate(
     text = items @ projection + 0.1 * rng.standard_normal((n_items, text_dim))
     triples, n_entities = _knowledge_graph(rng, genres, item_cluster, n_genres)
     item_side = ItemFeatures(
+        year=_years(seed, item_cluster, n_genres),
         genres=genres,
         genre_names=tuple(f"genre {k}" for k in range(n_genres)),
         text=text.astype(np.float32),
@@ -313,6 +314,14 @@ def _ratings(rng: np.random.Generator, affinity: np.ndarray) -> np.ndarray:
     z = (affinity - affinity.mean()) / max(float(affinity.std()), 1e-6)
     z = (z + 0.5 * rng.standard_normal(len(z))) / np.sqrt(1.25)
     return (1 + np.searchsorted(_RATING_CUTS, z)).astype(np.float32)
+
+
+def _years(seed: int, cluster: np.ndarray, n_genres: int) -> np.ndarray:
+    """Release years that follow the clusters (each cluster has its own era, +- 6 years), from
+    a generator of their own so that every other draw of the data is unchanged."""
+    rng = np.random.default_rng([seed, 1])
+    era = 1950 + rng.permutation(n_genres)[cluster] * (50 / max(n_genres, 1))
+    return np.round(era + rng.normal(0, 6, len(cluster))).astype(np.float32)
 
 
 def _genres(

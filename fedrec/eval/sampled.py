@@ -167,7 +167,7 @@ def _evaluate_ctr(view: _View, split: SplitData, chunk: int = 1024) -> dict[str,
     users = view.users
     n_rows = pairs.indptr[users + 1] - pairs.indptr[users]
     pos_all = np.nonzero(n_rows > 0)[0]
-    total: dict[str, float] = {"count": 0.0}
+    total = ctr_sums(np.zeros(0), np.zeros(0))  # every key, also for a node without rows
     if len(pos_all):
         chunk = min(chunk, view.users_per_call(int(n_rows.max())))
     for lo in range(0, len(pos_all), chunk):

@@ -33,9 +33,13 @@ class Tower:
     """
 
     name = "base"
+    #: Item features the tower reads (checked when it is built: a clear error naming them).
+    needs: tuple[str, ...] = ()
 
     def __init__(self, features: ItemFeatures, n_items: int, dim: int, query_dim: int = 0,
                  seed: int = 0, **options: int) -> None:
+        for feature in self.needs:
+            features.get(feature)
         self.features = features
         self.n_items = n_items
         self.dim = dim

@@ -14,6 +14,8 @@ from fedrec.towers.registry import register_tower
 class GenreTower(Tower):
     """``tanh(W g_i / |g_i| + b)`` over the multi-hot genres ``g_i`` (zero without genres)."""
 
+    needs = ("genres",)
+
     def frozen(self) -> dict[str, np.ndarray]:
         g = np.asarray(self.features.get("genres"), dtype=np.float32)
         return {"genre_vec": g / np.maximum(g.sum(1, keepdims=True), 1.0)}

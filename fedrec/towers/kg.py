@@ -34,6 +34,8 @@ ENTITY, RELATION = "kg_entity", "kg_relation"
 class KGTower(Tower):
     """KGCN aggregation over a seeded fixed-size neighbourhood (1 or 2 hops)."""
 
+    needs = ("kg",)
+
     def __init__(self, features, n_items: int, dim: int, query_dim: int = 0, seed: int = 0,
                  neighbours: int = 8, hops: int = 1, **options: int) -> None:
         super().__init__(features, n_items, dim, query_dim, seed)

@@ -14,6 +14,8 @@ from fedrec.towers.registry import register_tower
 class TextTower(Tower):
     """``tanh(W t_i + b)`` over the frozen text vector ``t_i`` (zero for an item without one)."""
 
+    needs = ("text",)
+
     def frozen(self) -> dict[str, np.ndarray]:
         return {"text_vec": np.asarray(self.features.get("text"), dtype=np.float32)}
 

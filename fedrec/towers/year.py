@@ -31,6 +31,8 @@ def year_one_hot(year: np.ndarray, period: int = PERIOD) -> np.ndarray:
 class YearTower(Tower):
     """``tanh(W y_i + b)`` over the one-hot release period ``y_i``."""
 
+    needs = ("year",)
+
     def frozen(self) -> dict[str, np.ndarray]:
         return {"year_vec": year_one_hot(self.features.get("year"))}
 

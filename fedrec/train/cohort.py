@@ -368,7 +368,7 @@ def _train_chunk(
     return {
         "sum": out_sum,
         "weight_sum": float(w.sum()),
-        "loss_sum": float((ep_loss / n_ex_t.double()).sum()),
+        "loss_sum": float((ep_loss / n_ex_t.double().clamp_min(1.0)).sum()),
         "state": {n: t.detach() for n, t in P.items()},
         "sq_norms": sq.cpu().numpy(),
         "per_user": per_user,

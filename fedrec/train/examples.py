@@ -36,6 +36,8 @@ def sample_negatives(
         Index of the positive within its user's training list (a key of the draw).
     """
     n_items = split.n_items
+    pool = split.negative_pool
+    n_cand = n_items if pool is None else len(pool)
     keys_sorted = _train_keys(split)
     users = users.astype(np.int64)
     j = np.arange(num_negatives, dtype=np.int64)
@@ -45,8 +47,8 @@ def sample_negatives(
     todo = np.ones(slot.shape, dtype=bool)
     for attempt in range(MAX_REJECTION_ROUNDS):
         uu, ss = u2[todo], slot[todo]
-        cand = (rng.uniform(seed, rng.NEGATIVES, round_, uu, epoch, ss, attempt) * n_items)
-        cand = cand.astype(np.int64)
+        cand = (rng.uniform(seed, rng.NEGATIVES, round_, uu, epoch, ss, attempt) * n_cand)
+        cand = cand.astype(np.int64) if pool is None else pool[cand.astype(np.int64)]
         key = uu * n_items + cand
         pos = np.searchsorted(keys_sorted, key)
         pos = np.minimum(pos, len(keys_sorted) - 1)
@@ -60,7 +62,8 @@ def sample_negatives(
     # Users who interacted with nearly every item: draw from their complement directly.
     for r, c in zip(*np.nonzero(todo), strict=True):
         u = int(u2[r, c])
-        free = np.setdiff1d(np.arange(n_items), split.user_items(u), assume_unique=True)
+        every = np.arange(n_items) if pool is None else pool
+        free = np.setdiff1d(every, split.user_items(u), assume_unique=True)
         if len(free) == 0:
             raise ValueError(f"user {u} interacted with every item: no negative to sample")
         h = rng.hash64(seed, rng.NEGATIVES, round_, u, epoch, int(slot[r, c]), -1)
