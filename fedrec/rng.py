@@ -18,6 +18,7 @@ PARTICIPATION = 4
 PARTITION = 5
 KG_NEIGHBOURS = 6  # KGCN's fixed-size neighbour sample (fedrec.data.item_features)
 SPLIT = 7  # ctr / cold-items splits (fedrec.data.split_ctr, split_cold)
+EXPLAIN = 21  # the random other reason of explanation fidelity checks (fedrec.explain)
 NOISE = 101  # server-side DP noise seeds (fedrec.privacy.mechanism)
 DPSGD_BATCH = 102  # Poisson batches of per-user DP-SGD (fedrec.train.dpsgd)
 DPSGD_NOISE = 103  # per-step DP-SGD noise (fedrec.train.dpsgd)
