@@ -11,6 +11,7 @@ materialised per user, and users are processed in chunks bounded by
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,8 +28,8 @@ from fedrec.train.examples import (
     uses_labels,
 )
 from fedrec.train.layout import ItemIndex, local_rows
-from fedrec.train.losses import example_loss
 from fedrec.train.optim import CohortOptimizer
+from fedrec.train.steps import LocalParams, OwnerBatch, OwnerGrads, StepPolicy, run_steps
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +217,6 @@ def _train_chunk(
     n_items = model.n_items
     item_names = [s.name for s in model.specs_of("item")]
     dense_names = [s.name for s in model.specs_of("dense")]
-    user_names = [s.name for s in model.specs_of("user")]
     index = ItemIndex(model, device)
     table_of = index.table_of
 
@@ -228,97 +228,11 @@ def _train_chunk(
     )
     loc, inverse = local_rows(index, keys, n_users, device)
     tab = loc.tables
-    n_e, k = len(ex_local), ex.items[0].shape[1]
-    rows_per_epoch = [
-        inverse[e * n_e * k : (e + 1) * n_e * k].view(n_e, k) for e in range(len(ex.items))
-    ]
-    items_per_epoch = [torch.from_numpy(it).to(device) for it in ex.items] if index.frozen \
-        else [None] * len(ex.items)
-
-    P = {n: state[n].to(device=device, dtype=torch.float32).clone() for n in user_names}
-    T0 = {n: shared[n][tab[table_of[n]].row] for n in item_names}
-    T = {n: t.clone() for n, t in T0.items()}
-    D0 = {n: shared[n] for n in dense_names}
-    D = {n: t.unsqueeze(0).expand(n_users, *t.shape).clone() for n, t in D0.items()}
-    params: list[tuple[Tensor, Tensor | None]] = (
-        [(P[n], None) for n in user_names]
-        + [(T[n], tab[table_of[n]].owner) for n in item_names]
-        + [(D[n], None) for n in dense_names]
-    )
-    lrs = [tc.users_lr] * len(user_names) + [tc.lr] * (len(params) - len(user_names))
-    opt = CohortOptimizer(params, n_users, tc.optimizer, tc.lr, lrs=lrs)
-
-    n_ex_t = torch.from_numpy(ex.n_ex).to(device)
-    start_t = torch.from_numpy(ex.start).to(device)
-    B = tc.batch_size
-    ar = torch.arange(B, device=device)
-    n_steps = int(-(-int(ex.n_ex.max()) // B)) if n_users else 0
-    # number of users still training at step t (n_ex is non-increasing)
-    neg_n_ex = -ex.n_ex
-    ep_loss = torch.zeros(n_users, dtype=torch.float64, device=device)
-    for e in range(len(ex.items)):
-        ep_loss.zero_()
-        labels = torch.from_numpy(ex.labels[e]).to(device) if uses_labels(tc.loss) else None
-        rows_e, items_e = rows_per_epoch[e], items_per_epoch[e]
-        for t in range(n_steps):
-            a = int(np.searchsorted(neg_n_ex, -t * B, side="left"))
-            pos = start_t[:a, None] + t * B + ar
-            end = (start_t[:a] + n_ex_t[:a])[:, None]
-            mask = pos < end
-            pos = torch.where(mask, pos, start_t[:a, None])
-            rows = loc.rows(rows_e[pos])  # per table: (a, B, k[, m]) local rows
-            u_leaf = {n: P[n][:a].clone().requires_grad_() for n in user_names}
-            i_leaf = {n: T[n][rows[table_of[n]]].requires_grad_() for n in item_names}
-            d_leaf = {n: D[n][:a].clone().requires_grad_() for n in dense_names}
-            its = items_e[pos] if items_e is not None else None
-            item_in = index.inputs(lambda n, _, leaf=i_leaf: leaf[n], rows, its)
-            scores = [
-                model.score({n: u.unsqueeze(1) for n, u in u_leaf.items()},
-                            index.slot(item_in, c), d_leaf)
-                for c in range(k)
-            ]
-            lab = labels[pos] if labels is not None else None
-            per_ex = example_loss(tc.loss, scores, lab)
-            if tc.weight_decay:
-                per_ex = per_ex + tc.weight_decay * sum(
-                    (it.pow(2).reshape(a, B, -1).sum(-1)) for it in i_leaf.values()
-                )
-            maskf = mask.to(per_ex.dtype)
-            cnt = maskf.sum(1)
-            per_user_loss = (per_ex * maskf).sum(1) / cnt
-            total = per_user_loss.sum()
-            if tc.weight_decay:
-                total = total + tc.weight_decay * sum(
-                    u.pow(2).reshape(a, -1).sum() for u in u_leaf.values()
-                )
-            total.backward()
-            ep_loss[:a] += (per_ex.detach() * maskf).sum(1).double()
-            grads: list[Tensor | tuple[Tensor, Tensor]] = [u_leaf[n].grad for n in user_names]
-            for n in item_names:
-                r = rows[table_of[n]]
-                flat_r = r.reshape(-1)
-                real = mask.view(a, B, *[1] * (r.dim() - 2)).expand_as(r).reshape(-1)
-                g = i_leaf[n].grad.reshape(flat_r.shape[0], *T[n].shape[1:])
-                if tc.optimizer == "sparse-adam" or (tc.optimizer == "sgd" and not proximal_mu):
-                    idx, vals = flat_r[real], g[real]
-                    if proximal_mu:  # lazy FedProx: mu (w - w_global) once per row used now
-                        used = torch.unique(idx)
-                        idx = torch.cat([idx, used])
-                        vals = torch.cat([vals, proximal_mu * (T[n][used] - T0[n][used])])
-                    grads.append((idx, vals))
-                else:
-                    n_rows = loc.n_rows(table_of[n], a)
-                    dense_g = torch.zeros((n_rows, *T[n].shape[1:]), device=device)
-                    dense_g.index_add_(0, flat_r, g)
-                    if proximal_mu:  # gradient of mu/2 ||w - w_global||^2 on every own row
-                        dense_g.add_(T[n][:n_rows] - T0[n][:n_rows], alpha=proximal_mu)
-                    grads.append(dense_g)
-            for n in dense_names:
-                g = d_leaf[n].grad
-                if proximal_mu:
-                    g = g + proximal_mu * (D[n][:a] - D0[n].unsqueeze(0))
-                grads.append(g)
-            opt.step(a, grads)
+    lp = LocalParams.start(model, index, loc, shared, state, device)
+    P, T0, T, D0, D = lp.P, lp.T0, lp.T, lp.D0, lp.D
+    policy = _PlainPolicy(lp, ex, inverse, tc, device, proximal_mu)
+    run_steps(model, lp, policy, tc.loss, tc.weight_decay)
+    ep_loss, n_ex_t = policy.ep_loss, policy.n_ex_t
 
     # Per-user updates of the shared parameters.
     with torch.no_grad():
@@ -379,6 +293,87 @@ def _train_chunk(
             {n: t.detach().cpu() for n, t in P.items()},
         ) if keep_local else None,
     }
+
+
+class _PlainPolicy(StepPolicy):
+    """Owners are users: each active user's next mini-batch; its gradients go to the
+    per-user optimiser (with FedProx terms)."""
+
+    def __init__(self, lp: LocalParams, ex: CohortExamples, inverse: Tensor, tc: TrainConfig,
+                 device: torch.device, proximal_mu: float) -> None:
+        self.lp, self.ex, self.tc, self.mu = lp, ex, tc, proximal_mu
+        n_users = len(ex.users)
+        n_e, k = int(ex.n_ex.sum()), ex.items[0].shape[1]
+        self.pairs = [inverse[e * n_e * k : (e + 1) * n_e * k].view(n_e, k)
+                      for e in range(len(ex.items))]
+        self.items = [torch.from_numpy(it).to(device) for it in ex.items] \
+            if lp.index.frozen else None
+        self.labels = [torch.from_numpy(lab).to(device) for lab in ex.labels] \
+            if uses_labels(tc.loss) else None
+        self.n_ex_t = torch.from_numpy(ex.n_ex).to(device)
+        self.start_t = torch.from_numpy(ex.start).to(device)
+        self.ar = torch.arange(tc.batch_size, device=device)
+        self.owners = torch.arange(n_users, device=device)
+        self.ep_loss = torch.zeros(n_users, dtype=torch.float64, device=device)
+        user_names = list(lp.P)
+        params: list[tuple[Tensor, Tensor | None]] = (
+            [(lp.P[n], None) for n in user_names]
+            + [(lp.T[n], lp.loc.tables[lp.index.table_of[n]].owner) for n in lp.T]
+            + [(lp.D[n], None) for n in lp.D]
+        )
+        lrs = [tc.users_lr] * len(user_names) + [tc.lr] * (len(params) - len(user_names))
+        self.opt = CohortOptimizer(params, n_users, tc.optimizer, tc.lr, lrs=lrs)
+        self.grads: list[Tensor | tuple[Tensor, Tensor]] = []
+
+    def batches(self) -> Iterator[OwnerBatch]:
+        ex, B = self.ex, self.tc.batch_size
+        n_steps = int(-(-int(ex.n_ex.max()) // B)) if len(ex.users) else 0
+        neg_n_ex = -ex.n_ex  # users still training at step t: a prefix (n_ex non-increasing)
+        for e in range(len(ex.items)):
+            self.ep_loss.zero_()
+            for t in range(n_steps):
+                a = int(np.searchsorted(neg_n_ex, -t * B, side="left"))
+                pos = self.start_t[:a, None] + t * B + self.ar
+                mask = pos < (self.start_t[:a] + self.n_ex_t[:a])[:, None]
+                pos = torch.where(mask, pos, self.start_t[:a, None])
+                yield OwnerBatch(e, t, a, self.owners[:a], self.pairs[e][pos],
+                                 self.items[e][pos] if self.items is not None else None,
+                                 self.labels[e][pos] if self.labels is not None else None, mask)
+
+    def accumulate(self, part: OwnerBatch, grads: OwnerGrads) -> None:
+        lp, mu, a, mask = self.lp, self.mu, part.n_active, part.mask
+        self.ep_loss[:a] += (grads.per_ex * mask.to(grads.per_ex.dtype)).sum(1).double()
+        out: list[Tensor | tuple[Tensor, Tensor]] = [grads.user[n] for n in lp.P]
+        sparse = self.tc.optimizer == "sparse-adam" or (self.tc.optimizer == "sgd" and not mu)
+        for n, T in lp.T.items():
+            table = lp.index.table_of[n]
+            r = grads.rows[table]
+            flat_r = r.reshape(-1)
+            real = mask.view(*mask.shape, *[1] * (r.dim() - 2)).expand_as(r).reshape(-1)
+            g = grads.item[n].reshape(flat_r.shape[0], *T.shape[1:])
+            if sparse:
+                idx, vals = flat_r[real], g[real]
+                if mu:  # lazy FedProx: mu (w - w_global) once per row used now
+                    used = torch.unique(idx)
+                    idx = torch.cat([idx, used])
+                    vals = torch.cat([vals, mu * (T[used] - lp.T0[n][used])])
+                out.append((idx, vals))
+            else:
+                n_rows = lp.loc.n_rows(table, a)
+                dense_g = torch.zeros((n_rows, *T.shape[1:]), device=T.device)
+                dense_g.index_add_(0, flat_r, g)
+                if mu:  # gradient of mu/2 ||w - w_global||^2 on every own row
+                    dense_g.add_(T[:n_rows] - lp.T0[n][:n_rows], alpha=mu)
+                out.append(dense_g)
+        for n, D in lp.D.items():
+            g = grads.dense[n]
+            if mu:
+                g = g + mu * (D[:a] - lp.D0[n].unsqueeze(0))
+            out.append(g)
+        self.grads = out
+
+    def step(self, batch: OwnerBatch) -> None:
+        self.opt.step(batch.n_active, self.grads)
 
 
 def _row_sq_norms(d: Tensor) -> Tensor:

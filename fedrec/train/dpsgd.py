@@ -44,8 +44,10 @@ SGD only: lazy noise is exact because SGD is linear in the noise (Adam is not).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,7 +62,7 @@ from fedrec.privacy.sample_level import per_user_rates
 from fedrec.train.cohort import CohortUpdate, _chunks, resolve_device
 from fedrec.train.examples import examples_per_positive, sample_negatives, uses_labels
 from fedrec.train.layout import ItemIndex, local_rows
-from fedrec.train.losses import example_loss
+from fedrec.train.steps import LocalParams, OwnerBatch, OwnerGrads, StepPolicy, run_steps
 
 log = logging.getLogger(__name__)
 
@@ -382,94 +384,18 @@ def _train_chunk(
     items_e = [torch.from_numpy(it).to(device) for it in un.items]
     labels_e = [torch.from_numpy(lab).to(device) for lab in un.labels] if labelled else None
 
-    P = {n: state[n].to(device=device, dtype=torch.float32).clone() for n in user_names}
-    T0 = {n: shared[n][tab[table_of[n]].row] for n in item_names}
-    T = {n: t.clone() for n, t in T0.items()}
-    D0 = {n: shared[n] for n in dense_names}
-    D = {n: t.unsqueeze(0).expand(n_users, *t.shape).clone() for n, t in D0.items()}
+    lp = LocalParams.start(model, index, loc, shared, state, device)
+    P, T0, T, D0, D = lp.P, lp.T0, lp.T, lp.D0, lp.D
     used_tables = sorted({table_of[n] for n in item_names})
-    # steps of noise applied to each local row
-    last = {t: torch.zeros(len(tab[t].row), dtype=torch.int64, device=device)
-            for t in used_tables}
-    row_size = {n: int(np.prod(T[n].shape[1:])) for n in item_names}
     dense_size = sum(int(np.prod(D0[n].shape)) for n in dense_names) + sum(
         int(np.prod(P[n].shape[1:])) for n in user_names)
-    unit_chunk = max(1, UNIT_DENSE_BUDGET // max(dense_size, 1))
-
-    ep_loss = torch.zeros(n_users, dtype=torch.float64, device=device)
-    ep_cnt = torch.zeros(n_users, dtype=torch.float64, device=device)
-    users_g = un.users
-    for e in range(len(un.items)):
-        ep_loss.zero_()
-        ep_cnt.zero_()
-        for t, a in enumerate(n_active):
-            tau_np = e * steps[:a] + t + 1  # each active user's step number in this round
-            tau = torch.from_numpy(tau_np).to(device)
-            n_units = int(un.start[a])
-            sel = poisson_units(seed, round_, users_g[:a], e, t, unit_owner[:n_units],
-                                unit_pos[:n_units], q_t[:a])
-            owner = unit_owner[sel]
-            r = rows_e[e][sel]  # (A', m, k) local (user, item) pairs
-            rows = loc.rows(r)  # per table: (A', m, k[, m_t]) local rows
-            # lazy noise: bring the rows read this step up to date
-            if sigma > 0 and r.numel():
-                for tname in used_tables:
-                    read = torch.unique(rows[tname].reshape(-1))
-                    own = tab[tname].owner[read]
-                    cnt = tau[own] - 1 - last[tname][read]
-                    std = cnt.to(torch.float32).sqrt() * s_t[own]
-                    for n in item_names:
-                        if table_of[n] != tname:
-                            continue
-                        pre_n = _prefix(seed, rng.DPSGD_NOISE, round_, users_g[:a], tau_np,
-                                        pidx[n], device=device)
-                        size = row_size[n]
-                        key = tab[tname].row[read, None] * size + torch.arange(size,
-                                                                               device=device)
-                        z = normal_from_keys(pre_n[own][:, None], key)
-                        z = z.view(len(read), *T[n].shape[1:])
-                        T[n][read] += std.view(-1, *[1] * (z.dim() - 1)) * z
-                    last[tname][read] = tau[own] - 1
-            # per-unit gradients, clipped, summed per user
-            g_user = {n: torch.zeros_like(P[n][:a]) for n in user_names}
-            g_dense = {n: torch.zeros_like(D[n][:a]) for n in dense_names}
-            item_upd: list[tuple[Tensor, dict[str, Tensor]]] = []
-            for c0 in range(0, len(sel), unit_chunk):
-                part = slice(c0, c0 + unit_chunk)
-                res = _unit_grads(model, index, P, T, D, owner[part],
-                                  {t: x[part] for t, x in rows.items()},
-                                  items_e[e][sel[part]],
-                                  labels_e[e][sel[part]] if labelled else None, tc.loss, wd)
-                f = torch.clamp(clip / res["sq"].sqrt(), max=1.0)  # sq = 0 -> inf -> 1
-                for n in user_names:
-                    g_user[n].index_add_(0, owner[part], _bcast(f, res["user"][n]))
-                for n in dense_names:
-                    g_dense[n].index_add_(0, owner[part], _bcast(f, res["dense"][n]))
-                scale = f * lr_qn[owner[part]]
-                item_upd.append({
-                    n: (rows[table_of[n]][part].reshape(-1),
-                        _bcast(scale, res["item"][n]).reshape(-1, *T[n].shape[1:]))
-                    for n in item_names})
-                ep_loss.index_add_(0, owner[part], res["loss"].double())
-                ep_cnt.index_add_(0, owner[part], torch.full_like(res["loss"], m).double())
-            # SGD step with noise on the user's user rows and dense copy
-            with torch.no_grad():
-                for n in user_names + dense_names:
-                    X = P[n] if n in P else D[n]
-                    g = g_user[n] if n in g_user else g_dense[n]
-                    if sigma > 0:
-                        pre_n = _prefix(seed, rng.DPSGD_NOISE, round_, users_g[:a], tau_np,
-                                        pidx[n], device=device)
-                        size = int(np.prod(X.shape[1:]))
-                        z = normal_from_keys(pre_n[:, None], torch.arange(size, device=device))
-                        g = g + (sigma * clip) * z.view(g.shape)
-                    step = _bcast(lr_qn[:a], g)
-                    if wd and n in P:  # public regulariser of the user's own rows
-                        step = step + (2 * wd * lr) * X[:a]
-                    X[:a] -= step
-                for upd in item_upd:
-                    for n, (rows_flat, grad) in upd.items():
-                        T[n].index_add_(0, rows_flat, grad, alpha=-1.0)
+    policy = _DPPolicy(
+        lp, un, rows_e, items_e if index.frozen else None, labels_e, n_active, steps, q_t,
+        unit_owner, unit_pos, seed, round_, sigma, clip, lr, wd, lr_qn, s_t, pidx, m,
+        max(1, UNIT_DENSE_BUDGET // max(dense_size, 1)),
+    )
+    run_steps(model, lp, policy, tc.loss, wd)
+    last, ep_loss, ep_cnt, users_g = policy.last, policy.ep_loss, policy.ep_cnt, un.users
 
     # End of round: every row gets the noise of the steps since it was last brought up to date.
     with torch.no_grad():
@@ -534,56 +460,137 @@ def _bcast(v: Tensor, x: Tensor) -> Tensor:
     return v.view(-1, *[1] * (x.dim() - 1)).to(x.dtype) * x
 
 
-def _unit_grads(
-    model: Recommender,
-    index: ItemIndex,
-    P: dict[str, Tensor],
-    T: dict[str, Tensor],
-    D: dict[str, Tensor],
-    owner: Tensor,
-    rows: dict[str, Tensor],
-    items: Tensor,
-    labels: Tensor | None,
-    loss: str,
-    wd: float,
-) -> dict:
-    """Gradient of every unit's loss w.r.t. every parameter, and each unit's squared norm.
+class _DPPolicy(StepPolicy):
+    """Owners are privacy units, Poisson-sampled per step; per step: lazy noise on the rows
+    the units read, per-unit gradients clipped jointly to ``C`` and summed per user, Gaussian
+    noise on the user's rows and dense copy, scaled by ``1 / (q_u n_u)``, an SGD step."""
 
-    Units are laid out as pseudo-users: unit ``i`` has its own copy of its owner's user rows
-    (``(A', 1, ...)``) and dense parameters (``(A', ...)``) and its gathered rows of every table
-    (``rows[table]``: ``(A', m, k[, m_t])`` local rows; ``items``: ``(A', m, k)`` global items),
-    so the gradients of these leaves are per-unit gradients.
-    """
-    n_units, m, k = items.shape
-    u_leaf = {n: P[n][owner].detach().requires_grad_() for n in P}
-    i_leaf = {n: T[n][rows[index.table_of[n]]].detach().requires_grad_() for n in T}
-    d_leaf = {n: D[n][owner].detach().requires_grad_() for n in D}
-    item_in = index.inputs(lambda n, _: i_leaf[n], rows, items)
-    scores = [
-        model.score({n: x.unsqueeze(1) for n, x in u_leaf.items()}, index.slot(item_in, c),
-                    d_leaf)
-        for c in range(k)
-    ]
-    per_ex = example_loss(loss, scores, labels)  # (A', m)
-    if wd:
-        per_ex = per_ex + wd * sum(x.pow(2).reshape(n_units, m, -1).sum(-1)
-                                   for x in i_leaf.values())
-    per_ex.sum().backward()
+    mean_per_owner = False  # a unit's gradient is the sum over its examples
+
+    def __init__(self, lp: LocalParams, un: UserUnits, pairs: list[Tensor],
+                 items: list[Tensor] | None, labels: list[Tensor] | None, n_active: list[int],
+                 steps: np.ndarray, q: Tensor, unit_owner: Tensor, unit_pos: Tensor, seed: int,
+                 round_: int, sigma: float, clip: float, lr: float, wd: float, lr_qn: Tensor,
+                 s_t: Tensor, pidx: dict[str, int], m: int, unit_chunk: int) -> None:
+        self.lp, self.un, self.pairs, self.items, self.labels = lp, un, pairs, items, labels
+        self.n_active, self.steps, self.q = n_active, steps, q
+        self.unit_owner, self.unit_pos = unit_owner, unit_pos
+        self.seed, self.round, self.sigma, self.clip, self.lr, self.wd = (
+            seed, round_, sigma, clip, lr, wd)
+        self.lr_qn, self.s_t, self.pidx, self.m, self.unit_chunk = lr_qn, s_t, pidx, m, unit_chunk
+        device = unit_owner.device
+        n_users = len(un.users)
+        self.tables = sorted({lp.index.table_of[n] for n in lp.T})
+        # steps of noise applied to each local row
+        self.last = {t: torch.zeros(len(lp.loc.tables[t].row), dtype=torch.int64,
+                                    device=device) for t in self.tables}
+        self.ep_loss = torch.zeros(n_users, dtype=torch.float64, device=device)
+        self.ep_cnt = torch.zeros(n_users, dtype=torch.float64, device=device)
+
+    def batches(self) -> Iterator[OwnerBatch]:
+        un, device = self.un, self.unit_owner.device
+        for e in range(len(un.items)):
+            self.ep_loss.zero_()
+            self.ep_cnt.zero_()
+            for t, a in enumerate(self.n_active):
+                self.tau_np = e * self.steps[:a] + t + 1  # each active user's step number
+                self.tau = torch.from_numpy(self.tau_np).to(device)
+                n_units = int(un.start[a])
+                sel = poisson_units(self.seed, self.round, un.users[:a], e, t,
+                                    self.unit_owner[:n_units], self.unit_pos[:n_units],
+                                    self.q[:a])
+                lp = self.lp
+                self.g_user = {n: torch.zeros_like(x[:a]) for n, x in lp.P.items()}
+                self.g_dense = {n: torch.zeros_like(x[:a]) for n, x in lp.D.items()}
+                self.item_upd: list[dict[str, tuple[Tensor, Tensor]]] = []
+                yield OwnerBatch(e, t, a, self.unit_owner[sel], self.pairs[e][sel],
+                                 self.items[e][sel] if self.items is not None else None,
+                                 self.labels[e][sel] if self.labels is not None else None)
+
+    def _noise_prefix(self, name: str, a: int) -> Tensor:
+        return _prefix(self.seed, rng.DPSGD_NOISE, self.round, self.un.users[:a], self.tau_np,
+                       self.pidx[name], device=self.tau.device)
+
+    def before(self, batch: OwnerBatch) -> None:
+        """Lazy noise: bring the rows read this step up to date."""
+        if not (self.sigma > 0 and batch.pairs.numel()):
+            return
+        lp, tau = self.lp, self.tau
+        rows = lp.loc.rows(batch.pairs)
+        for tname in self.tables:
+            tab = lp.loc.tables[tname]
+            read = torch.unique(rows[tname].reshape(-1))
+            own = tab.owner[read]
+            cnt = tau[own] - 1 - self.last[tname][read]
+            std = cnt.to(torch.float32).sqrt() * self.s_t[own]
+            for n, T in lp.T.items():
+                if lp.index.table_of[n] != tname:
+                    continue
+                size = int(np.prod(T.shape[1:]))
+                key = tab.row[read, None] * size + torch.arange(size, device=tau.device)
+                z = normal_from_keys(self._noise_prefix(n, batch.n_active)[own][:, None], key)
+                z = z.view(len(read), *T.shape[1:])
+                T[read] += std.view(-1, *[1] * (z.dim() - 1)) * z
+            self.last[tname][read] = tau[own] - 1
+
+    def parts(self, batch: OwnerBatch) -> Iterator[OwnerBatch]:
+        """Units in chunks (bounds the per-unit copies of dense parameters)."""
+        for c0 in range(0, len(batch.owner), self.unit_chunk):
+            part = slice(c0, c0 + self.unit_chunk)
+            yield dataclasses.replace(
+                batch, owner=batch.owner[part], pairs=batch.pairs[part],
+                items=batch.items[part] if batch.items is not None else None,
+                labels=batch.labels[part] if batch.labels is not None else None)
+
+    def accumulate(self, part: OwnerBatch, grads: OwnerGrads) -> None:
+        """Clip each unit's gradient (all parameters jointly) and sum it into its user's."""
+        lp, owner = self.lp, part.owner
+        sq = _unit_sq_norms(grads, lp.index, len(owner))
+        f = torch.clamp(self.clip / sq.sqrt(), max=1.0)  # sq = 0 -> inf -> 1
+        for n in lp.P:
+            self.g_user[n].index_add_(0, owner, _bcast(f, grads.user[n]))
+        for n in lp.D:
+            self.g_dense[n].index_add_(0, owner, _bcast(f, grads.dense[n]))
+        scale = f * self.lr_qn[owner]
+        self.item_upd.append({
+            n: (grads.rows[lp.index.table_of[n]].reshape(-1),
+                _bcast(scale, grads.item[n]).reshape(-1, *T.shape[1:]))
+            for n, T in lp.T.items()})
+        loss = grads.per_ex.sum(1)
+        self.ep_loss.index_add_(0, owner, loss.double())
+        self.ep_cnt.index_add_(0, owner, torch.full_like(loss, self.m).double())
+
+    def step(self, batch: OwnerBatch) -> None:
+        """SGD with noise on the user's own rows and dense copy; item rows (noised lazily)."""
+        lp, a = self.lp, batch.n_active
+        with torch.no_grad():
+            for n in [*lp.P, *lp.D]:
+                X = lp.P[n] if n in lp.P else lp.D[n]
+                g = self.g_user[n] if n in self.g_user else self.g_dense[n]
+                if self.sigma > 0:
+                    size = int(np.prod(X.shape[1:]))
+                    z = normal_from_keys(self._noise_prefix(n, a)[:, None],
+                                         torch.arange(size, device=X.device))
+                    g = g + (self.sigma * self.clip) * z.view(g.shape)
+                step = _bcast(self.lr_qn[:a], g)
+                if self.wd and n in lp.P:  # public regulariser of the user's own rows
+                    step = step + (2 * self.wd * self.lr) * X[:a]
+                X[:a] -= step
+            for upd in self.item_upd:
+                for n, (rows_flat, grad) in upd.items():
+                    lp.T[n].index_add_(0, rows_flat, grad, alpha=-1.0)
+
+
+def _unit_sq_norms(grads: OwnerGrads, index: ItemIndex, n_units: int) -> Tensor:
+    """Squared norm of each unit's whole gradient; the slots of one table row within a unit
+    add up before the norm (a Gram matrix over the unit's slots, masked to equal rows)."""
     with torch.no_grad():
-        sq = torch.zeros(n_units, device=items.device)
-        for x in [*u_leaf.values(), *d_leaf.values()]:
-            sq += x.grad.pow(2).reshape(n_units, -1).sum(1)
-        # table rows: slots of the same row within a unit add up before the norm
-        for n, x in i_leaf.items():
-            flat_r = rows[index.table_of[n]].reshape(n_units, -1)
+        sq = torch.zeros(n_units, device=grads.per_ex.device)
+        for x in [*grads.user.values(), *grads.dense.values()]:
+            sq += x.pow(2).reshape(n_units, -1).sum(1)
+        for n, x in grads.item.items():
+            flat_r = grads.rows[index.table_of[n]].reshape(n_units, -1)
             same = (flat_r[:, :, None] == flat_r[:, None, :]).to(sq.dtype)
-            g = x.grad.reshape(n_units, flat_r.shape[1], -1)
+            g = x.reshape(n_units, flat_r.shape[1], -1)
             sq += (torch.bmm(g, g.transpose(1, 2)) * same).sum((1, 2))
-        sq.clamp_(min=0.0)
-    return {
-        "user": {n: x.grad for n, x in u_leaf.items()},
-        "dense": {n: x.grad for n, x in d_leaf.items()},
-        "item": {n: x.grad for n, x in i_leaf.items()},
-        "sq": sq,
-        "loss": per_ex.detach().sum(1),
-    }
+        return sq.clamp_(min=0.0)
