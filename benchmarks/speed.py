@@ -19,7 +19,10 @@ c. scaling of the vectorised round on synthetic data (1k … 100k users), each s
 d. (a) and (b, vectorised) on CUDA when available;
 e. the cost of sample-level DP-SGD: one local epoch of a random subset of ML-1M users with
    per-user DP-SGD (``train_cohort_dpsgd``: per-unit clipping, Poisson batches, lazy noise)
-   against the same users' non-private SGD epoch (``train_cohort``), per user step.
+   against the same users' non-private SGD epoch (``train_cohort``), per user step;
+f. the cost of towers: the full-participation round of (b) with ``towers = kg,text,genre``
+   (KGCN tower, 8 neighbours, 1 hop, on the MKR KG; MiniLM title vectors; genres) against the
+   ID-only round, both timed in this run.
 
 Prints a table and writes ``speed.json`` (``--out``). ``--quick`` swaps ML-1M for tiny synthetic
 data (smoke test). Flower simulations run in subprocesses (fresh Ray instance each).
@@ -61,7 +64,8 @@ from fedrec.train.reference import train_user  # noqa: E402
 log = logging.getLogger("fedrec.bench.speed")
 
 SEED = 0
-SECTIONS = ("a", "b", "c", "d", "e")
+SECTIONS = ("a", "b", "c", "d", "e", "f")
+TOWERS = "kg,text,genre"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "speed.json"
 CENTRAL_BATCH = 256
 DIM = 32
@@ -75,6 +79,7 @@ TARGET_FLOWER_SPEEDUP = 50.0
 TARGET_RSS_GB = 4.0
 TARGET_GPU_ROUND_S = 1.0
 TARGET_DPSGD_STEP_RATIO = 5.0
+TARGET_TOWERS_ROUND_RATIO = 3.0
 
 
 @dataclass(frozen=True)
@@ -409,6 +414,26 @@ def section_vectorised(sizes: Sizes, data_dir: str, device: str) -> dict[str, An
     }
 
 
+def section_towers(sizes: Sizes, data_dir: str) -> dict[str, Any]:
+    """(f) The (b) round with ``towers = kg,text,genre`` against the ID-only round."""
+    out: dict[str, Any] = {"towers": TOWERS}
+    for key, flat in (("id_only", {}), ("towers", {"towers": TOWERS})):
+        cfg = bench_config(sizes, data_dir, **flat)
+        split = node.load_split(cfg)
+        model = node.make_model(cfg, split)
+        shared = to_numpy(model.init_shared(SEED))
+        users = np.arange(split.n_users, dtype=np.int64)
+        state = node.initial_state(cfg, users)
+        warm = min(16, split.n_users)
+        node.train_round(cfg, 1, shared, users[:warm], _state_rows(state, 0, warm))
+        out[key] = timed(lambda cfg=cfg, shared=shared, users=users, state=state:
+                         node.train_round(cfg, 1, shared, users, state),
+                         sizes.repeats, sizes.budget_s)
+        log.info("(f) round %s: %.2fs", key, out[key]["seconds"])
+    out["ratio"] = _ratio(out["towers"]["seconds"], out["id_only"]["seconds"])
+    return out
+
+
 def section_per_user(sizes: Sizes, data_dir: str, subset: int) -> dict[str, Any]:
     """(b) The textbook per-user loop on a random subset, scaled by its share of examples."""
     cfg, split, shared, users, state = _fed_setup(sizes, data_dir, "cpu")
@@ -602,6 +627,11 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     targets.append(row("DP-SGD step / non-private step", dps, f"<= {TARGET_DPSGD_STEP_RATIO:g}",
                        None if dps is None else dps <= TARGET_DPSGD_STEP_RATIO,
                        "(e) seconds per user step, DP-SGD / SGD"))
+    tow = res.get("towers", {}).get("ratio")
+    targets.append(row(f"round with towers {TOWERS} / ID-only round", tow,
+                       f"<= {TARGET_TOWERS_ROUND_RATIO:g}",
+                       None if tow is None else tow <= TARGET_TOWERS_ROUND_RATIO,
+                       "(f) vectorised rounds in this run"))
     return targets
 
 
@@ -748,6 +778,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             res["cuda"] = {"skipped": "torch.cuda.is_available() is False"}
     if "e" in sections:
         res["dpsgd"] = section_dpsgd(sizes, args.data_dir)
+    if "f" in sections:
+        res["towers"] = section_towers(sizes, args.data_dir)
     res["targets"] = evaluate_targets(res)
     res["meta"]["total_s"] = time.perf_counter() - t_all
     return res

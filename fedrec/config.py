@@ -58,6 +58,7 @@ class ModelConfig:
     towers: str = ""  # item towers fused with the ID embedding, e.g. "kg,text,genre,year"
     kg_neighbours: int = 8  # KG tower: neighbours sampled per entity (seeded, fixed)
     kg_hops: int = 1  # KG tower: 1 or 2 hops of aggregation
+    text_components: int = 64  # text tower: principal components of the frozen vectors (0: all)
 
 
 @dataclass
@@ -181,6 +182,7 @@ class Config:
              f"names unknown tower(s) {unknown}; known towers: {', '.join(_known_towers())}"),
             ("kg-neighbours", self.model.kg_neighbours >= 1, "must be >= 1"),
             ("kg-hops", self.model.kg_hops in (1, 2), "must be 1 or 2"),
+            ("text-components", self.model.text_components >= 0, "must be >= 0 (0: all)"),
             ("test-negatives", self.data.test_negatives >= 1, "must be >= 1"),
             ("dim", self.model.dim >= 1, "must be >= 1"),
             ("local-epochs", self.train.local_epochs >= 1, "must be >= 1"),

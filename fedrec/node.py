@@ -64,14 +64,15 @@ def make_model(cfg: Config, split: SplitData) -> Recommender:
     neighbour sample and frozen inputs are prepared once)."""
     m = cfg.model
     key = (id(split), m.model, m.dim, m.init_std, m.towers, m.kg_neighbours, m.kg_hops,
-           cfg.run.seed)
+           m.text_components, cfg.run.seed)
     if key not in _MODELS:
         base = build_model(m.model, n_users=split.n_users, n_items=split.n_items, dim=m.dim,
                            init_std=m.init_std)
         if len(_MODELS) > 8:
             _MODELS.clear()
         _MODELS[key] = with_towers(base, parse_towers(m.towers), split.item_side, cfg.run.seed,
-                                   neighbours=m.kg_neighbours, hops=m.kg_hops)
+                                   neighbours=m.kg_neighbours, hops=m.kg_hops,
+                                   text_components=m.text_components)
     return _MODELS[key]
 
 
