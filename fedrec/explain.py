@@ -337,7 +337,10 @@ def _kg_reasons(sc: _Scorer, user: dict[str, Tensor], liked: np.ndarray, item: i
             more = f" and {count - SHOW_ITEMS} more" if count > SHOW_ITEMS else ""
             text = (f"{via} {name}, shared with {count} of your items: "
                     f"{', '.join(cited)}{more}")
-        out.append(Reason("kg", text, float(pi[slots].sum() * count), int(e),
+        # weight: the user's KGCN attention on the entity (times the count of the user's items
+        # reaching it ranked reasons no better than chance: fidelity .50 against .59 on the
+        # synthetic default, since widely shared entities such as genres matter less)
+        out.append(Reason("kg", text, float(pi[slots].sum()), int(e),
                           tuple(int(j) for j in liked[reach])))
     return out
 
