@@ -68,6 +68,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 0.2  # lazy Adam moves a row only when touched: 4x the dense-Adam rate
     user_lr: float = 0.0  # learning rate of the private (user) rows; 0: same as lr
+    dense_lr: float = 0.0  # learning rate of the dense shared parameters (towers, MLPs); 0: lr
     lr_decay: float = 1.0  # round r trains at lr * lr-decay**(r - 1) (user-lr too)
     optimizer: str = "sparse-adam"  # sgd | adam | sparse-adam (lazy Adam on embedding rows)
     loss: str = "bce"  # bce | bpr | mse (explicit ratings, reports RMSE)
@@ -80,6 +81,11 @@ class TrainConfig:
         """Learning rate of the private (user) rows: ``user-lr``, or ``lr`` when that is 0."""
         return self.user_lr or self.lr
 
+    @property
+    def dense_rate(self) -> float:
+        """Learning rate of the dense shared parameters: ``dense-lr``, or ``lr`` when 0."""
+        return self.dense_lr or self.lr
+
     def lr_factor(self, round_: int) -> float:
         """``lr-decay ** (round_ - 1)``: the rates' factor in round (central: epoch) ``round_``."""
         return self.lr_decay ** (round_ - 1)
@@ -88,7 +94,8 @@ class TrainConfig:
         """The settings round ``round_`` (1-based) trains with: both rates times
         :meth:`lr_factor`."""
         f = self.lr_factor(round_)
-        return dataclasses.replace(self, lr=self.lr * f, user_lr=self.user_lr * f, lr_decay=1.0)
+        return dataclasses.replace(self, lr=self.lr * f, user_lr=self.user_lr * f,
+                                   dense_lr=self.dense_lr * f, lr_decay=1.0)
 
 
 @dataclass
@@ -191,6 +198,9 @@ class Config:
             ("lr", self.train.lr > 0, "must be > 0"),
             ("user-lr", self.train.user_lr >= 0, "must be >= 0 (0: same as lr)"),
             ("lr-decay", 0 < self.train.lr_decay <= 1, "must be in (0, 1]"),
+            ("dense-lr", self.train.dense_lr >= 0, "must be >= 0 (0: same as lr)"),
+            ("dense-lr", not (self.train.dense_lr and self.privacy.privacy == "sample"),
+             "is not supported with privacy='sample' (DP-SGD steps every row at lr)"),
             ("user-lr", not (self.train.user_lr and self.privacy.privacy == "sample"),
              "is not supported with privacy='sample' (DP-SGD steps every row at lr)"),
             ("optimizer", self.train.optimizer in ("sgd", "adam", "sparse-adam"),

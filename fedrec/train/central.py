@@ -69,7 +69,8 @@ def train_central(
     }
     sparse = tc.optimizer == "sparse-adam"  # SparseAdam on tables, Adam on dense params
     groups = [{"params": [p[n] for n in user_names], "lr": tc.users_lr},
-              {"params": [t for n, t in p.items() if n not in user_names]}]
+              {"params": [p[n] for n in item_names]},
+              {"params": [p[n] for n in dense_names], "lr": tc.dense_rate}]
     if tc.optimizer == "adam":
         opts = [torch.optim.Adam(groups, lr=tc.lr)]
     elif sparse:
@@ -77,7 +78,7 @@ def train_central(
                                          "lr": tc.users_lr},
                                         {"params": [p[n] for n in item_names]}], lr=tc.lr)]
         if dense_names:
-            opts.append(torch.optim.Adam([p[n] for n in dense_names], lr=tc.lr))
+            opts.append(torch.optim.Adam([p[n] for n in dense_names], lr=tc.dense_rate))
     else:
         opts = [torch.optim.SGD(groups, lr=tc.lr)]
 

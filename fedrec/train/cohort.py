@@ -321,7 +321,8 @@ class _PlainPolicy(StepPolicy):
             + [(lp.T[n], lp.loc.tables[lp.index.table_of[n]].owner) for n in lp.T]
             + [(lp.D[n], None) for n in lp.D]
         )
-        lrs = [tc.users_lr] * len(user_names) + [tc.lr] * (len(params) - len(user_names))
+        lrs = ([tc.users_lr] * len(user_names) + [tc.lr] * len(lp.T)
+               + [tc.dense_rate] * len(lp.D))
         self.opt = CohortOptimizer(params, n_users, tc.optimizer, tc.lr, lrs=lrs)
         self.grads: list[Tensor | tuple[Tensor, Tensor]] = []
 

@@ -50,14 +50,16 @@ def train_user(
         for n, t in glob.items()
     }
     groups = [{"params": list(own.values()), "lr": tc.users_lr},
-              {"params": list(copy.values())}]
+              {"params": [copy[n] for n in item_names]},
+              {"params": [copy[n] for n in dense_names], "lr": tc.dense_rate}]
     sparse = tc.optimizer == "sparse-adam"  # torch.optim.SparseAdam on the item tables
     if tc.optimizer == "adam":
         opts = [torch.optim.Adam(groups, lr=tc.lr)]
     elif sparse:
         opts = [torch.optim.SparseAdam([copy[n] for n in item_names], lr=tc.lr),
                 torch.optim.Adam([{"params": list(own.values()), "lr": tc.users_lr},
-                                  {"params": [copy[n] for n in dense_names]}], lr=tc.lr)]
+                                  {"params": [copy[n] for n in dense_names],
+                                   "lr": tc.dense_rate}], lr=tc.lr)]
     else:
         opts = [torch.optim.SGD(groups, lr=tc.lr)]
     index = ItemIndex(model)

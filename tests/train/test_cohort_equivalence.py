@@ -33,14 +33,16 @@ CASES = [  # optimizer, loss, proximal mu, weight decay, user-lr (0: lr)
 
 # every case on MF; the default optimiser, both FedProx forms and a user-lr on every model
 # and every tower model
-MATRIX = [("mf", *c) for c in CASES] + [
-    (m, *c) for m in [*known_models(), *TOWER_MODELS] if m != "mf"
+MATRIX = [("mf", *c, 0.0) for c in CASES] + [
+    (m, *c, 0.0) for m in [*known_models(), *TOWER_MODELS] if m != "mf"
     for c in (CASES[0], CASES[5], CASES[6], CASES[8])
-] + [("mf+kg2+text+genre", *c) for c in (CASES[2], CASES[3])]
+] + [("mf+kg2+text+genre", *c, 0.0) for c in (CASES[2], CASES[3])] + [  # dense-lr:
+    (m, *c, 0.01) for m in ("neumf", "mf+kg+text") for c in (CASES[0], CASES[2], CASES[3])
+]
 
 
-@pytest.mark.parametrize("model_name,optimizer,loss,mu,wd,user_lr", MATRIX)
-def test_vectorised_equals_per_user_loop(model_name, optimizer, loss, mu, wd, user_lr):
+@pytest.mark.parametrize("model_name,optimizer,loss,mu,wd,user_lr,dense_lr", MATRIX)
+def test_vectorised_equals_per_user_loop(model_name, optimizer, loss, mu, wd, user_lr, dense_lr):
     # Prepare: uneven users (2..21 items), 2 local epochs, batches that split users unevenly
     split = tiny_split()
     model = build_test_model(model_name, split)
@@ -49,7 +51,7 @@ def test_vectorised_equals_per_user_loop(model_name, optimizer, loss, mu, wd, us
     state = model.init_users(users, 0)
     tc = TrainConfig(local_epochs=2, num_negatives=3, batch_size=8, lr=0.05,
                      optimizer=optimizer, loss=loss, weight_decay=wd, device="cpu",
-                     user_lr=user_lr)
+                     user_lr=user_lr, dense_lr=dense_lr)
     # Execute
     res = train_cohort(model, shared, state, users, split, tc, seed=1, round_=3,
                        proximal_mu=mu, keep_per_user=True)
