@@ -86,6 +86,9 @@ ROWS = [
     Row(_S[3], "Federated MF + all towers (kg, text, genre, year)", "ml1m_cold_all.toml"),
     Row(_S[3], "Central MF + text, genre towers", "central/ml1m_cold_text.toml", True),
 ]
+#: The run whose explanations are measured (seed 0), and on how many of node 0's users.
+FIDELITY_ROW = "ml1m_ncf_towers.toml"
+FIDELITY_USERS = 200
 QUICK = {"dataset": "synthetic", "synthetic-users": 200, "synthetic-items": 150,
          "num-rounds": 2, "test-negatives": 20, "users-per-node": 100, "dim": 8}
 
@@ -205,6 +208,24 @@ def _fmt(ms: list[float] | None, spec: str = ".4f") -> str:
     return f"{ms[0]:{spec}} ± {ms[1]:{spec}}"
 
 
+def fidelity(out: Path, data_dir: str, quick: bool) -> list[str]:
+    """Explanation fidelity of the finished seed-0 run of :data:`FIDELITY_ROW` (the explain
+    CLI's ``--fidelity`` over the first users of node 0): lines for the report."""
+    row = next(r for r in ROWS if r.config == FIDELITY_ROW)
+    path = cell_dir(out, row, 0)
+    if not finished(path, cell_flat(row, 0, data_dir, quick)):
+        return [f"(fidelity: run {row.config} seed 0 first)"]
+    cmd = [sys.executable, str(ROOT / "simulations" / "explain.py"), str(path), "--user", "0",
+           "--k", "10", "--fidelity", "--fidelity-users", str(FIDELITY_USERS)]
+    if data_dir:
+        cmd += ["--data-dir", data_dir]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("fidelity")]
+    (out / "towers-fidelity.txt").write_text(res.stdout + res.stderr)
+    return lines or [f"(fidelity failed: {res.stderr.strip()[-300:]})"]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=os.environ.get("FEDREC_DATA_DIR", ""))
@@ -215,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", action="store_true", help="show the cells and their state")
     p.add_argument("--report", action="store_true", help="write the tables, run nothing")
     p.add_argument("--quick", action="store_true", help="tiny synthetic stand-in (smoke test)")
+    p.add_argument("--fidelity", action="store_true",
+                   help=f"measure explanation fidelity on {FIDELITY_ROW} seed 0")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
@@ -244,9 +267,17 @@ def main(argv: list[str] | None = None) -> int:
                 f.result()
     table = collect(out, seeds, args.data_dir, args.quick)
     out.mkdir(parents=True, exist_ok=True)
+    text = render(table)
+    if args.fidelity:
+        text += ("\n## Explanation fidelity\n\n`python simulations/explain.py RUN --user 0 "
+                 f"--fidelity --fidelity-users {FIDELITY_USERS}` on `{FIDELITY_ROW}` seed 0 "
+                 "(share: removing the top-weighted reason lowers the item's score more than "
+                 "removing a random other reason of the kind; 0.5 = chance):\n\n"
+                 + "\n".join(f"- {ln}" for ln in fidelity(out, args.data_dir, args.quick))
+                 + "\n")
     (out / "towers.json").write_text(json.dumps(table, indent=2) + "\n")
-    (out / "towers.md").write_text(render(table) + "\n")
-    print(render(table))
+    (out / "towers.md").write_text(text + "\n")
+    print(text)
     return 0
 
 

@@ -19,7 +19,7 @@ from fedrec.config import Config
 from fedrec.data.partition import num_partitions, participants, partition_users
 from fedrec.data.schema import SplitData
 from fedrec.eval.sampled import evaluate_parts
-from fedrec.models.base import Recommender
+from fedrec.models.base import ITEM_TABLE, Recommender
 from fedrec.models.registry import build_model
 from fedrec.params import check_shared, to_numpy, to_torch
 from fedrec.privacy import sample_level
@@ -142,7 +142,7 @@ def train_round(
     avg = {n: np.asarray(base[n] + upd.sum_update[n].numpy() / upd.weight_sum) for n in base}
     if cfg.fed.strategy == ITEM_WEIGHTED:  # item rows: average over the users holding them
         w = upd.item_weight.numpy()
-        for s in model.specs_of("item"):
+        for s in model.row_specs(ITEM_TABLE):
             d = upd.sum_update[s.name].numpy()
             wr = w.reshape(-1, *[1] * (d.ndim - 1))
             avg[s.name] = np.asarray(base[s.name] + np.where(wr > 0, d / np.maximum(wr, 1e-300),

@@ -13,6 +13,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp import strategy as S
 
 from fedrec.config import Config
+from fedrec.models.base import ITEM_TABLE
 from fedrec.node import ITEM_WEIGHT_KEY
 
 
@@ -120,4 +121,4 @@ def _item_kwargs(cfg: Config) -> dict[str, Any]:
     from fedrec.node import load_split, make_model
 
     model = make_model(cfg, load_split(cfg))
-    return {"item_params": [s.name for s in model.specs_of("item")]}
+    return {"item_params": [s.name for s in model.row_specs(ITEM_TABLE)]}

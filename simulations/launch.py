@@ -122,13 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as exc:  # bad input: a clear message, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    final = summary["final"]
-    pop = summary["baselines"]["popularity"]
-    log.info(
-        "done: HR@10 %.4f NDCG@10 %.4f (popularity %.4f / %.4f) in %.1fs -> %s",
-        final.get("hr@10", float("nan")), final.get("ndcg@10", float("nan")), pop["hr@10"],
-        pop["ndcg@10"], summary["timing"]["total_s"], Path(cfg.run.out) / "summary.json",
-    )
+    keys = ("auc", "acc", "f1") if "auc" in summary["baselines"]["popularity"] else (
+        "hr@10", "ndcg@10")
+
+    def show(metrics: dict) -> str:
+        return " ".join(f"{k.upper()} {metrics[k]:.4f}" for k in keys if k in metrics)
+
+    log.info("done: %s (popularity %s) in %.1fs -> %s", show(summary["final"]),
+             show(summary["baselines"]["popularity"]), summary["timing"]["total_s"],
+             Path(cfg.run.out) / "summary.json")
     return 0
 
 

@@ -205,3 +205,11 @@ def test_unknown_tower_and_missing_feature_are_clear_errors(tmp_path):
     split.item_side.text = None
     with pytest.raises(ValueError, match="item feature 'text' is not available"):
         build_test_model("mf+text", split)
+
+
+def test_item_weighted_fedavg_with_towers_averages_item_rows_only(tmp_path):
+    summary, grid, cfg = federate(tmp_path, "items", strategy="fedavg-items", towers="kg,text")
+    assert summary["rounds"] == 2 and summary["final"]["hr@10"] > 0
+    weights = [m.content["arrays"]["item-weight"].numpy() for m in grid.replies
+               if m.content.array_records]
+    assert weights and all(w.shape == (load_split(cfg).n_items,) for w in weights)
