@@ -78,7 +78,7 @@ ROWS = [
     Row(_S[1], "Federated MF (ID only)", "lastfm_ctr_mf.toml"),
     Row(_S[1], "Federated MF + KG tower", "lastfm_ctr_kg.toml"),
     Row(_S[2], "Federated MF (ID only)", "ml1m_ncf_id20.toml"),
-    Row(_S[2], "Federated MF + kg,text,genre towers", "ml1m_ncf_towers.toml"),
+    Row(_S[2], "Federated MF + text, genre towers", "ml1m_ncf_towers.toml"),
     Row(_S[3], "Federated MF, ID only", "ml1m_cold_id.toml", reference="random ~ .10"),
     Row(_S[3], "Federated MF + text tower", "ml1m_cold_textonly.toml"),
     Row(_S[3], "Federated MF + genre tower", "ml1m_cold_genre.toml"),
@@ -87,7 +87,7 @@ ROWS = [
     Row(_S[3], "Central MF + text, genre towers", "central/ml1m_cold_text.toml", True),
 ]
 #: The run whose explanations are measured (seed 0), and on how many of node 0's users.
-FIDELITY_ROW = "ml1m_ncf_towers.toml"
+FIDELITY_ROW = "ml1m_cold_all.toml"
 FIDELITY_USERS = 200
 QUICK = {"dataset": "synthetic", "synthetic-users": 200, "synthetic-items": 150,
          "num-rounds": 2, "test-negatives": 20, "users-per-node": 100, "dim": 8}
