@@ -1,39 +1,20 @@
-"""Plain dict registry of towers: ``register_tower("kg")`` and ``build_tower("kg", ...)``."""
+"""Registry of towers: ``register_tower("kg")`` and ``build_tower("kg", ...)``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
+from fedrec.registry import Registry
 from fedrec.towers.base import Tower
 
-TOWERS: dict[str, type[Tower]] = {}
+
+def _load_builtin() -> None:
+    # Explicit imports of the built-in tower files (no discovery by module name).
+    from fedrec.towers import genre, kg, text, year  # noqa: F401
 
 
-def register_tower(name: str) -> Callable[[type[Tower]], type[Tower]]:
-    """Class decorator adding a tower to the registry under ``name``."""
-
-    def deco(cls: type[Tower]) -> type[Tower]:
-        if name in TOWERS:
-            raise ValueError(f"tower '{name}' is already registered")
-        cls.name = name
-        TOWERS[name] = cls
-        return cls
-
-    return deco
-
-
-def build_tower(name: str, **kwargs: Any) -> Tower:
-    """Instantiate a registered tower; unknown name -> ``ValueError`` listing known ones."""
-    _load_builtin()
-    if name not in TOWERS:
-        raise ValueError(f"unknown tower '{name}'; known towers: {', '.join(sorted(TOWERS))}")
-    return TOWERS[name](**kwargs)
-
-
-def known_towers() -> list[str]:
-    _load_builtin()
-    return sorted(TOWERS)
+TOWERS: Registry[Tower] = Registry("tower", _load_builtin)
+register_tower = TOWERS.register
+build_tower = TOWERS.build
+known_towers = TOWERS.known
 
 
 def parse_towers(text: str) -> list[str]:
@@ -45,7 +26,3 @@ def parse_towers(text: str) -> list[str]:
             out.append(name)
     return out
 
-
-def _load_builtin() -> None:
-    # Explicit imports of the built-in tower files (no discovery by module name).
-    from fedrec.towers import genre, kg, text, year  # noqa: F401
