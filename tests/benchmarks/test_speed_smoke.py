@@ -36,7 +36,7 @@ def is_positive(x: Any) -> bool:
 
 def check_common(res: dict[str, Any], table: str) -> None:
     assert res["meta"]["quick"] is True
-    assert res["meta"]["sections"] == ["a", "b", "c", "d", "e"]
+    assert res["meta"]["sections"] == ["a", "b", "c", "d", "e", "f"]
     central = res["central"]
     assert is_positive(central["seconds"]) and central["batch_size"] == 256
     fed = res["federated"]
@@ -56,7 +56,8 @@ def check_common(res: dict[str, Any], table: str) -> None:
     assert is_positive(dps["ratio_per_step"]) and is_positive(dps["ratio_per_epoch"])
     assert "DP-SGD epoch" in table
     names = [t["target"] for t in res["targets"]]
-    assert len(names) == 5 and res["targets"][4]["status"] in ("PASS", "MISS")
+    assert len(names) == 6 and res["targets"][4]["status"] in ("PASS", "MISS")
+    assert res["towers"]["ratio"] > 0 and res["targets"][5]["status"] in ("PASS", "MISS")
     for t in res["targets"]:
         assert t["status"] in ("PASS", "MISS", "N/A")
         assert t["status"] == "N/A" or is_positive(t["value"])

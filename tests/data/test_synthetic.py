@@ -82,7 +82,7 @@ def test_side_information_shapes(default):
     side = default.item_side
 
     # Assert
-    assert side.available() == ["genres", "text", "kg"]
+    assert side.available() == ["genres", "year", "text", "kg"]
     assert side.genres.dtype == np.float32 and side.genres.shape == (500, 12)
     assert side.genre_names == tuple(f"genre {k}" for k in range(12))
     assert np.all(side.genres.sum(axis=1) >= 1)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from fedrec.eval.ctr import add_sums, ctr_means, ctr_sums, sigmoid
+from fedrec.eval.ctr import BINS, add_sums, ctr_means, ctr_sums, sigmoid
 
 
 def _exact_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -42,7 +42,7 @@ def test_hand_worked_confusion_accuracy_f1_and_auc():
     assert means["auc"] == pytest.approx(0.5)
 
 
-def test_histogram_keys_hold_only_non_zero_bins():
+def test_histogram_keys_hold_every_bin():
     # Prepare: probabilities 0.5 -> bin 2 of 4; 0.88 -> bin 3; 0.27 -> bin 1
     scores = np.array([0.0, 2.0, -1.0, 0.0])
     labels = np.array([1, 1, 0, 0])
@@ -51,8 +51,11 @@ def test_histogram_keys_hold_only_non_zero_bins():
     sums = ctr_sums(scores, labels, bins=4)
 
     # Assert
+    # (every bin is a key, zeros too: Flower aggregates only replies with the same keys)
     hist = {k: v for k, v in sums.items() if k.startswith("auc-")}
-    assert hist == {"auc-pos/2": 1.0, "auc-pos/3": 1.0, "auc-neg/1": 1.0, "auc-neg/2": 1.0}
+    assert hist == {"auc-pos/0": 0.0, "auc-pos/1": 0.0, "auc-pos/2": 1.0, "auc-pos/3": 1.0,
+                    "auc-neg/0": 0.0, "auc-neg/1": 1.0, "auc-neg/2": 1.0, "auc-neg/3": 0.0}
+    assert set(ctr_sums(np.zeros(0), np.zeros(0), bins=4)) == set(sums)
     # pos 0.5 vs neg 0.27: 1; vs neg 0.5 (same bin): 1/2; pos 0.88 beats both -> 3.5 / 4
     assert ctr_means(sums)["auc"] == pytest.approx(3.5 / 4)
 
@@ -122,7 +125,7 @@ def test_extreme_logits_do_not_overflow():
 
     # Assert
     assert p.tolist() == [0.0, 0.5, 1.0]
-    assert sums["auc-neg/0"] == 1.0 and sums["auc-pos/4095"] == 1.0
+    assert sums["auc-neg/0"] == 1.0 and sums[f"auc-pos/{BINS - 1}"] == 1.0
 
 
 @pytest.mark.parametrize(("scores", "labels", "words"), [
