@@ -70,6 +70,9 @@ def _strategy_state(strategy: Any) -> dict[str, Any]:
 
 def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     """Run ``num-rounds`` rounds (resuming from the run directory) and write the summary."""
+    if not cfg.run.out:
+        raise ValueError("setting 'out' is empty: a run needs a run directory (checkpoints, "
+                         "metrics, summary); the launcher and the ServerApp choose one")
     out = Path(cfg.run.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()

@@ -141,3 +141,11 @@ def test_finetuning_and_explicit_rmse_run(tmp_path):
     ex, _ = run(tmp_path, "ex", **{"loss": "mse", "users-per-node": 8, "num-rounds": 10,
                                   "lr": 0.3})
     assert 0 < ex["final"]["rmse"] < 2.0
+
+
+def test_a_run_without_a_run_directory_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = Config.from_flat(SMALL)
+    with pytest.raises(ValueError, match="setting 'out' is empty"):
+        run_federation(InProcessGrid(client_app, 1), cfg)
+    assert not list(tmp_path.iterdir())  # nothing written into the working directory
