@@ -191,6 +191,7 @@ def evaluate_parts(
     parts: tuple[str, ...] = ("test",),
     full: bool = False,
     explicit: bool = False,
+    ks: tuple[int, ...] = (10,),
 ) -> dict[str, float]:
     """Metric sums of ``users`` on each of ``parts``: ``test`` keys as they are, ``valid`` keys
     prefixed ``val-``. Ranking splits give HR/NDCG (and full-ranking, RMSE) sums and ``count``;
@@ -208,7 +209,7 @@ def evaluate_parts(
             if sp.protocol == "ctr":
                 sums = _evaluate_ctr(view, sp)
             else:
-                sums = _evaluate_view(view, sp, (10,), full, explicit and part == "test")
+                sums = _evaluate_view(view, sp, ks, full, explicit and part == "test")
             for k, v in sums.items():
                 out[prefix + k] = out.get(prefix + k, 0.0) + v
     return out
@@ -243,8 +244,7 @@ def evaluate_users(
     ``user_params`` rows align with ``users``. ``full`` adds full-ranking Recall@20/NDCG@20;
     ``explicit`` adds the squared error of the predicted test rating (``sse``).
     """
-    view = _View(model, shared, np.asarray(users, dtype=np.int64), user_params)
-    return _evaluate_view(view, split, ks, full, explicit)
+    return evaluate_parts(model, shared, user_params, users, split, ("test",), full, explicit, ks)
 
 
 def evaluate_local(
@@ -257,13 +257,8 @@ def evaluate_local(
     explicit: bool = False,
 ) -> dict[str, float]:
     """Metric sums for users scored with their locally fine-tuned parameters."""
-    total: dict[str, float] = {}
-    for t in tables:
-        part = _evaluate_view(_View(model, shared, t.users, t.user, t), split, ks, full,
-                              explicit)
-        for k, v in part.items():
-            total[k] = total.get(k, 0.0) + v
-    return total
+    return evaluate_parts(model, shared, tables, np.zeros(0, np.int64), split, ("test",), full,
+                          explicit, ks)
 
 
 def evaluate_item_scores(
