@@ -33,11 +33,16 @@ class YearTower(Tower):
 
     needs = ("year",)
 
+    def __init__(self, features, n_items: int, dim: int, query_dim: int = 0, seed: int = 0,
+                 **options: int) -> None:
+        super().__init__(features, n_items, dim, query_dim, seed)
+        self._vec = year_one_hot(features.get("year"))
+
     def frozen(self) -> dict[str, np.ndarray]:
-        return {"year_vec": year_one_hot(self.features.get("year"))}
+        return {"year_vec": self._vec}
 
     def specs(self) -> list[ParamSpec]:
-        return feature_projection("year", self.frozen()["year_vec"].shape[1], self.dim)
+        return feature_projection("year", self._vec.shape[1], self.dim)
 
     def encode(self, query: Tensor | None, item: dict[str, Tensor],
                dense: dict[str, Tensor]) -> Tensor:
