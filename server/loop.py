@@ -34,6 +34,7 @@ from fedrec.models.popularity import popularity_scores
 from fedrec.node import EVAL_PARTS_KEY, eval_parts, load_split, make_model
 from fedrec.params import check_shared, to_numpy
 from fedrec.privacy.sample_level import SampleLevelPrivacy
+from server.exchange import await_nodes, send_and_collect
 from server.privacy import UserLevelDP
 from server.strategies import build_strategy, sum_metrics
 
@@ -124,6 +125,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     )
     n_rounds = cfg.fed.num_rounds
     stopped = None
+    nodes: set[int] | None = None
     for r in range(start, n_rounds + 1):
         if dp is not None and dp.exhausted():
             stopped = f"privacy budget: round {r} would exceed epsilon {dp.target:g}"
@@ -134,8 +136,12 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
             log.info("stopping: %s", stopped)
             break
         t0 = time.time()
+        # all nodes before the first round (deadline: timeout); later, whoever is connected
+        nodes = await_nodes(grid, strategy, n_nodes, cfg.fed.timeout if nodes is None else 0.0,
+                            nodes)
         msgs = strategy.configure_train(r, _record(arrays), ConfigRecord(dict(flat)), grid)
-        replies = _ok(list(grid.send_and_receive(msgs, timeout=cfg.fed.timeout)), "train")
+        replies, missing = send_and_collect(grid, msgs, cfg.fed.timeout, f"round {r} train")
+        replies = _ok(replies, "train")
         train_sums = dict(sum_metrics([m.content for m in replies], "num-examples"))
         if dp is not None:
             replies = [_single_reply(dp.aggregate(r, arrays, replies))]
@@ -148,6 +154,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
             "round": r,
             "users": int(train_sums.get("users", 0)),
             "train_loss": train_sums.get("loss-sum", 0.0) / max(train_sums.get("users", 0), 1.0),
+            "missing": len(missing),
         }
         if dp is not None:
             eps = dp.epsilon()
@@ -158,6 +165,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
         if r % cfg.fed.eval_every == 0 or r == n_rounds:
             parts = eval_parts(split, final=r == n_rounds)
             row.update(_evaluate(grid, strategy, r, arrays, flat, cfg.fed.timeout, parts))
+            row["missing"] += row.pop("missing-evaluate")
         row["round_s"] = time.time() - t0
         prev = float(rows[-1]["elapsed_s"]) if rows else 0.0
         row["elapsed_s"] = prev + row["round_s"]
@@ -183,6 +191,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
         # stopped early (privacy budget): the test part is read once, for the last model
         rows[-1].update(_evaluate(grid, strategy, int(rows[-1]["round"]), arrays, flat,
                                   cfg.fed.timeout, ("test",)))
+        rows[-1]["missing"] = rows[-1].get("missing", 0) + rows[-1].pop("missing-evaluate")
         rundir.write_metrics(out / "metrics.csv", rows, rundir.METRIC_FIELDS)
     final = next((r for r in reversed(rows) if any(r.get(k, "") != "" for k in TEST_KEYS)), {})
     valid = next((r for r in reversed(rows) if any(r.get(k, "") != "" for k in VAL_KEYS)), {})
@@ -228,9 +237,11 @@ def _evaluate(
 ) -> dict[str, float]:
     config = ConfigRecord({**flat, EVAL_PARTS_KEY: ",".join(parts)})
     msgs = strategy.configure_evaluate(r, _record(arrays), config, grid)
-    replies = _ok(list(grid.send_and_receive(msgs, timeout=timeout)), "evaluate")
+    replies, missing = send_and_collect(grid, msgs, timeout, f"round {r} evaluate")
+    replies = _ok(replies, "evaluate")
     sums = dict(strategy.aggregate_evaluate(r, replies) or {})
-    return summarize({k[: -len("-sum")]: v for k, v in sums.items() if k.endswith("-sum")})
+    out = summarize({k[: -len("-sum")]: v for k, v in sums.items() if k.endswith("-sum")})
+    return {**out, "missing-evaluate": len(missing)}
 
 
 def config_identity(cfg: Config) -> dict[str, Any]:

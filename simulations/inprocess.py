@@ -36,22 +36,32 @@ class InProcessGrid:
         }
         self.sent: list[Message] = []
         self.replies: list[Message] = []
+        self._pending: dict[str, Message] = {}
 
     def get_node_ids(self) -> Iterable[int]:
         return list(self.contexts)
 
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None):
-        out = []
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        """Hand each message to its node's ClientApp now; the reply waits for a pull."""
+        ids = []
         for msg in messages:
             self.sent.append(msg)
+            msg.metadata.__dict__["_message_id"] = msg.object_id  # as Flower's grids do
             try:
                 reply = self.app(msg, self.contexts[msg.metadata.dst_node_id])
             except Exception as exc:  # Flower turns a ClientApp exception into an error reply
                 reply = Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"),
                                 reply_to=msg)
-            out.append(reply)
-        self.replies.extend(out)
-        return out
+            self.replies.append(reply)
+            self._pending[msg.metadata.message_id] = reply
+            ids.append(msg.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        return [self._pending.pop(m) for m in list(message_ids) if m in self._pending]
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None):
+        return self.pull_messages(self.push_messages(messages))
 
 
 def run_inprocess(cfg: Config) -> dict:
