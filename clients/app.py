@@ -42,7 +42,11 @@ def _shared(msg: Message) -> dict[str, np.ndarray]:
 def _users(cfg: Config, context: Context) -> tuple[int, np.ndarray]:
     pid = int(context.node_config["partition-id"])
     n_parts = int(context.node_config["num-partitions"])
-    return pid, node.node_users(cfg, node.load_split(cfg), pid, n_parts)
+    # node-config cache-dir: the split and model are prepared once per node, not per message
+    cache = context.node_config.get("cache-dir") or None
+    split = node.load_split(cfg, cache)
+    node.make_model(cfg, split, cache)
+    return pid, node.node_users(cfg, split, pid, n_parts)
 
 
 def _state(cfg: Config, context: Context, pid: int, users: np.ndarray, round_: int) -> dict:
@@ -51,11 +55,16 @@ def _state(cfg: Config, context: Context, pid: int, users: np.ndarray, round_: i
     if meta is not None and int(meta["round"]) == round_ and STATE_KEY in context.state:
         return to_torch({k: a.numpy() for k, a in context.state[STATE_KEY].items()})
     directory = node.state_dir(cfg, pid, context.node_config.get("state-dir"))
-    restored = node.load_state(directory, round_)
-    if restored is not None:
-        return restored
+    found = node.latest_state(directory, round_)
+    who = f"partition {pid} (Flower node {context.node_id})"
+    if found is not None:
+        if found[0] != round_:
+            log.warning("%s: no private state of round %d; restored round %d's from %s (its "
+                        "users missed the rounds in between)", who, round_, found[0], directory)
+        return found[1]
     if round_ > 0:
-        log.warning("node %d: no private state for round %d; starting users fresh", pid, round_)
+        log.warning("%s: no private state of round %d or earlier in %s; starting its users "
+                    "fresh", who, round_, directory)
     return node.initial_state(cfg, users)
 
 

@@ -108,7 +108,9 @@ class FederationConfig:
     eval_every: int = 1
     server_lr: float = 1.0  # server optimizers (fedadam, fedyogi, fedavgm)
     proximal_mu: float = 0.0  # fedprox (sparse-adam: on the item rows used in each batch)
-    timeout: float = 3600.0
+    # seconds the server waits for nodes to connect and for each message's replies; a node
+    # that misses it is named in a warning and counted in metrics.csv `missing`
+    timeout: float = 300.0
 
 
 @dataclass

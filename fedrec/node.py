@@ -6,6 +6,7 @@ Flower-free: ``clients/`` unpacks messages, calls these functions and packs the 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,57 +23,86 @@ from fedrec.eval.sampled import evaluate_parts
 from fedrec.models.base import ITEM_TABLE, Recommender
 from fedrec.models.registry import build_model
 from fedrec.params import check_shared, to_numpy, to_torch
-from fedrec.privacy import sample_level
 from fedrec.towers.fusion import with_towers
 from fedrec.towers.registry import parse_towers
 from fedrec.train.cohort import train_cohort
-from fedrec.train.dpsgd import train_cohort_dpsgd
 
 log = logging.getLogger(__name__)
 
 _SPLITS: dict[tuple, SplitData] = {}
+CACHE_VERSION = 1  # bump when SplitData or a model's pickled layout changes
 ITEM_WEIGHTED = "fedavg-items"  # strategy whose replies carry per-item user weights
 ITEM_WEIGHT_KEY = "item-weight"
 EVAL_PARTS_KEY = "fedrec.eval-parts"  # evaluate messages: "test" or "valid[,test]"
 
 
-def load_split(cfg: Config) -> SplitData:
-    """The run's train/test split (memoised per process; deterministic from the config)."""
+def _split_key(cfg: Config) -> tuple:
+    d = cfg.data
+    return (d.dataset, d.split, d.data_dir, cfg.run.seed, d.test_negatives, d.synthetic_users,
+            d.synthetic_items, d.synthetic_interactions)
+
+
+def _model_key(cfg: Config) -> tuple:
+    m = cfg.model
+    return (m.model, m.dim, m.init_std, m.towers, m.kg_neighbours, m.kg_hops, m.text_components,
+            cfg.run.seed)
+
+
+def _disk_cached(cache_dir: Path | str | None, kind: str, key: tuple, build):
+    """``build()``, kept in ``cache_dir/<kind>-<hash of key>.pkl`` when ``cache_dir`` is set
+    (a node's disk: Flower's deployment engine starts a fresh process for every message)."""
+    if not cache_dir:
+        return build()
+    digest = hashlib.sha256(repr((CACHE_VERSION, key)).encode()).hexdigest()[:20]
+    path = Path(cache_dir) / f"{kind}-{digest}.pkl"
+    if path.exists():
+        return checkpoint.load_pickle(path)
+    obj = build()
+    checkpoint.save_pickle(path, obj)
+    return obj
+
+
+def load_split(cfg: Config, cache_dir: Path | str | None = None) -> SplitData:
+    """The run's train/test split (memoised per process, and on disk under ``cache_dir`` when
+    given; deterministic from the config)."""
     from fedrec.data.prepare import prepare_split
 
     d = cfg.data
-    key = (d.dataset, d.split, d.data_dir, cfg.run.seed, d.test_negatives, d.synthetic_users,
-           d.synthetic_items, d.synthetic_interactions)
+    key = _split_key(cfg)
     if key not in _SPLITS:
         synthetic = {
             "n_users": d.synthetic_users,
             "n_items": d.synthetic_items,
             "mean_interactions": d.synthetic_interactions,
         }
-        _SPLITS[key] = prepare_split(
+        _SPLITS[key] = _disk_cached(cache_dir, "split", key, lambda: prepare_split(
             d.dataset, d.split, d.data_dir or None, cfg.run.seed, d.test_negatives,
             synthetic if d.dataset == "synthetic" else None,
-        )
+        ))
     return _SPLITS[key]
 
 
 _MODELS: dict[tuple, Recommender] = {}
 
 
-def make_model(cfg: Config, split: SplitData) -> Recommender:
-    """The configured model for ``split``, with its towers (memoised per process: a tower's
-    neighbour sample and frozen inputs are prepared once)."""
+def make_model(cfg: Config, split: SplitData, cache_dir: Path | str | None = None) -> Recommender:
+    """The configured model for ``split``, with its towers (memoised per process, and on disk
+    under ``cache_dir`` when given: a tower's neighbour sample and frozen inputs are prepared
+    once)."""
     m = cfg.model
-    key = (id(split), m.model, m.dim, m.init_std, m.towers, m.kg_neighbours, m.kg_hops,
-           m.text_components, cfg.run.seed)
+    key = (id(split), *_model_key(cfg))
     if key not in _MODELS:
-        base = build_model(m.model, n_users=split.n_users, n_items=split.n_items, dim=m.dim,
-                           init_std=m.init_std)
+        def build() -> Recommender:
+            base = build_model(m.model, n_users=split.n_users, n_items=split.n_items, dim=m.dim,
+                               init_std=m.init_std)
+            return with_towers(base, parse_towers(m.towers), split.item_side, cfg.run.seed,
+                               neighbours=m.kg_neighbours, hops=m.kg_hops,
+                               text_components=m.text_components)
+
         if len(_MODELS) > 8:
             _MODELS.clear()
-        _MODELS[key] = with_towers(base, parse_towers(m.towers), split.item_side, cfg.run.seed,
-                                   neighbours=m.kg_neighbours, hops=m.kg_hops,
-                                   text_components=m.text_components)
+        _MODELS[key] = _disk_cached(cache_dir, "model", (_split_key(cfg), *_model_key(cfg)),
+                                    build)
     return _MODELS[key]
 
 
@@ -114,6 +144,9 @@ def train_round(
     tc = cfg.train.at_round(round_)
     base = {n: np.asarray(a, dtype=np.float64) for n, a in shared.items()}
     sample_dp = cfg.privacy.privacy == "sample"  # per-user DP-SGD; report the worst user
+    if sample_dp:  # imported here: opacus costs seconds in every fresh ClientApp process
+        from fedrec.privacy import sample_level
+        from fedrec.train.dpsgd import train_cohort_dpsgd
     sigma = sample_level.resolve_noise_multiplier(cfg, split) if sample_dp else 0.0
     dp_metrics = (sample_level.epsilon_metrics(cfg, split, users, round_, sigma) if sample_dp
                   else {})
@@ -219,3 +252,15 @@ def load_state(directory: Path | None, round_: int) -> dict[str, Tensor] | None:
     if not path.exists():
         return None
     return to_torch(checkpoint.load_arrays(path))
+
+
+def latest_state(directory: Path | None, up_to: int) -> tuple[int, dict[str, Tensor]] | None:
+    """The newest private state on disk of a round <= ``up_to``, with its round (a node that
+    was down for some rounds restores what it had: its users missed those rounds)."""
+    if directory is None:
+        return None
+    files = {r: p for r, p in checkpoint.round_files(directory).items() if r <= up_to}
+    if not files:
+        return None
+    r = max(files)
+    return r, to_torch(checkpoint.load_arrays(files[r]))

@@ -176,7 +176,8 @@ class Cluster:
     def register_nodes(self) -> None:
         """Register each node's public key (kept in the SuperLink's database)."""
         for i, (_, pub) in enumerate(self.keys):
-            res = self._flwr(["supernode", "register", str(pub), FEDERATION], check=False)
+            res = self._flwr(["supernode", "register", str(pub), FEDERATION, "--name",
+                              f"node-{i}"], check=False)
             if res.returncode != 0 and "already" not in (res.stdout + res.stderr).lower():
                 raise ClusterError(f"registering node {i}'s key failed: {res.stderr.strip()}")
 
@@ -225,13 +226,18 @@ class Cluster:
         metrics = self.out / "metrics.csv"
         shown, last_status_check, status = 0, 0.0, "unknown"
         t_end = time.monotonic() + self.deadline_s if self.deadline_s else None
-        while True:
+        def show() -> list[dict]:
+            nonlocal shown
             rows = rundir.read_metrics(metrics)
             for row in rows[shown:]:
                 log.info("round %s: loss %s users %s hr@10 %s missing %s (%ss)", row["round"],
                          row["train_loss"], row["users"], row.get("hr@10") or "-",
                          row.get("missing") or "0", row["round_s"])
             shown = max(shown, len(rows))
+            return rows
+
+        while True:
+            rows = show()
             for name in list(self.procs.procs):
                 self.procs.tree(name)  # remember every descendant's PID for the teardown
             for fault in self.faults:
@@ -241,6 +247,7 @@ class Cluster:
                 last_status_check = time.monotonic()
                 status = self.status(run_id)
                 if status.startswith("finished"):
+                    show()
                     return status
             if t_end is not None and time.monotonic() > t_end:
                 raise ClusterError(f"the run did not finish within {self.deadline_s:g} s "

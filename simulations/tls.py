@@ -78,11 +78,15 @@ def make_server_certs(directory: Path, hosts: tuple[str, ...] = ()) -> ServerCer
 
 
 def make_node_key(directory: Path, name: str) -> tuple[Path, Path]:
-    """An ECDSA P-384 key pair for SuperNode authentication: (private PEM, public OpenSSH)."""
+    """An ECDSA P-384 key pair for SuperNode authentication, both in OpenSSH format:
+    (private key, public key)."""
     directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP384R1())
     private, public = directory / name, directory / f"{name}.pub"
-    _write_key(private, key)
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,  # what ssh-keygen writes
+                                          serialization.PrivateFormat.OpenSSH,
+                                          serialization.NoEncryption()))
+    private.chmod(0o600)
     public.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                                      serialization.PublicFormat.OpenSSH) + b"\n")
     return private, public
