@@ -45,6 +45,8 @@ def send_and_collect(
     with a warning naming the node.
     """
     messages = list(messages)
+    for m in messages:  # a message nobody waits for any more is not delivered late
+        m.metadata.ttl = float(timeout)
     ids = list(grid.push_messages(messages))
     dst = {mid: int(m.metadata.dst_node_id) for mid, m in zip(ids, messages, strict=True)}
     refused = sorted(dst[m] for m in ids if not m)

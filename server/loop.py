@@ -164,7 +164,8 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
             row["epsilon"], row["epsilon_rdp"] = eps["prv"], eps["rdp"]
         if r % cfg.fed.eval_every == 0 or r == n_rounds:
             parts = eval_parts(split, final=r == n_rounds)
-            row.update(_evaluate(grid, strategy, r, arrays, flat, cfg.fed.timeout, parts))
+            row.update(_evaluate(grid, strategy, r, arrays, flat, cfg.fed.timeout, parts,
+                                 n_nodes))
             row["missing"] += row.pop("missing-evaluate")
         row["round_s"] = time.time() - t0
         prev = float(rows[-1]["elapsed_s"]) if rows else 0.0
@@ -190,7 +191,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     if rows and split.has_validation and not any(k in rows[-1] for k in TEST_KEYS):
         # stopped early (privacy budget): the test part is read once, for the last model
         rows[-1].update(_evaluate(grid, strategy, int(rows[-1]["round"]), arrays, flat,
-                                  cfg.fed.timeout, ("test",)))
+                                  cfg.fed.timeout, ("test",), n_nodes))
         rows[-1]["missing"] = rows[-1].get("missing", 0) + rows[-1].pop("missing-evaluate")
         rundir.write_metrics(out / "metrics.csv", rows, rundir.METRIC_FIELDS)
     final = next((r for r in reversed(rows) if any(r.get(k, "") != "" for k in TEST_KEYS)), {})
@@ -233,9 +234,10 @@ def _single_reply(arrays: dict[str, np.ndarray]) -> Message:
 
 def _evaluate(
     grid: Grid, strategy: Any, r: int, arrays: dict, flat: dict, timeout: float,
-    parts: tuple[str, ...] = ("test",),
+    parts: tuple[str, ...] = ("test",), n_nodes: int = 1,
 ) -> dict[str, float]:
     config = ConfigRecord({**flat, EVAL_PARTS_KEY: ",".join(parts)})
+    await_nodes(grid, strategy, n_nodes, 0.0)  # a node lost since training is not waited for
     msgs = strategy.configure_evaluate(r, _record(arrays), config, grid)
     replies, missing = send_and_collect(grid, msgs, timeout, f"round {r} evaluate")
     replies = _ok(replies, "evaluate")

@@ -265,6 +265,7 @@ class Cluster:
             for p in pids:
                 os.kill(p, signal.SIGKILL)
             log.warning("inject %s: killed ServerApp (pids %s)", fault.text, pids)
+            self._flwr(["stop", str(run_id), FEDERATION], check=False)  # mark the run ended
         else:
             pids = self.procs.kill(target)
             log.warning("inject %s: killed %s (pids %s)", fault.text, target, pids)
@@ -308,6 +309,8 @@ class Cluster:
 
     def close(self) -> None:
         survivors = self.procs.close()
+        # every PID started or found under them, for whoever checks nothing was left behind
+        rundir.write_json(self.dir / "pids.json", {str(p): t for p, t in self.procs.seen.items()})
         if survivors:
             raise ClusterError(f"processes still alive after teardown: {survivors}")
 

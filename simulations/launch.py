@@ -55,8 +55,12 @@ def quiet_environment() -> None:
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 
 
-def run(cfg: Config, num_cpus: int | None = None) -> dict:
-    """Run ``cfg`` on Flower's simulation engine and return ``summary.json``'s content."""
+def run(cfg: Config, num_cpus: int | None = None, ray_address: str | None = None) -> dict:
+    """Run ``cfg`` on Flower's simulation engine and return ``summary.json``'s content.
+
+    ``ray_address``: run on an existing Ray cluster (``ray start --head`` plus workers; every
+    machine needs this checkout importable) instead of a fresh local Ray instance; each node
+    then asks Ray for ``num_cpus // nodes`` CPUs (1 without ``num_cpus``)."""
     quiet_environment()
     import warnings
 
@@ -69,8 +73,11 @@ def run(cfg: Config, num_cpus: int | None = None) -> dict:
 
     split = load_split(cfg)
     n_nodes = num_partitions(split.n_users, cfg.fed.users_per_node, cfg.fed.num_nodes)
-    cpus = num_cpus or os.cpu_count() or 1
+    cpus = num_cpus or (n_nodes if ray_address else os.cpu_count()) or 1
     per_node = max(1, cpus // max(1, min(n_nodes, cpus)))
+    init_args = {"logging_level": "ERROR", "log_to_driver": False, "include_dashboard": False}
+    # an existing cluster has its own CPUs; a fresh local instance gets ours
+    init_args.update({"address": ray_address} if ray_address else {"num_cpus": cpus})
     os.environ["FEDREC_THREADS"] = str(per_node)
     logging.getLogger("flwr").setLevel(logging.ERROR)
     Path(cfg.run.out).mkdir(parents=True, exist_ok=True)
@@ -82,12 +89,7 @@ def run(cfg: Config, num_cpus: int | None = None) -> dict:
             num_supernodes=n_nodes,
             backend_config={
                 "client_resources": {"num_cpus": per_node, "num_gpus": 0.0},
-                "init_args": {
-                    "logging_level": "ERROR",
-                    "log_to_driver": False,
-                    "num_cpus": cpus,
-                    "include_dashboard": False,
-                },
+                "init_args": init_args,
             },
         )
     summary_path = Path(cfg.run.out) / "summary.json"
@@ -104,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="run directory (an existing one is resumed)")
     parser.add_argument("--data-dir", help="shortcut for --set data-dir=DIR")
     parser.add_argument("--cpus", type=int, help="CPUs for the simulation (default: all)")
+    parser.add_argument("--ray-address", help="run on this existing Ray cluster (e.g. "
+                        "HOST:6379 of `ray start --head`) instead of a fresh local one")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stdout)
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log.info("run directory: %s", cfg.run.out)
     try:
-        summary = run(cfg, args.cpus)
+        summary = run(cfg, args.cpus, args.ray_address)
     except (ConfigError, DataError) as exc:  # bad input: a clear message, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -67,9 +67,11 @@ def alive(pid: int, started: str | None = None) -> bool:
     return started is None or fields[19] == started
 
 
-def stop(pids: Sequence[int], grace: float = 5.0) -> None:
-    """SIGTERM ``pids``, wait up to ``grace`` seconds, SIGKILL what is left."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
+def stop(pids: Sequence[int], grace: float = 5.0, crash: bool = False) -> None:
+    """SIGTERM ``pids``, wait up to ``grace`` seconds, SIGKILL what is left (``crash``: SIGKILL
+    at once)."""
+    steps = [(signal.SIGKILL, 2.0)] if crash else [(signal.SIGTERM, grace), (signal.SIGKILL, 2.0)]
+    for sig, wait in steps:
         live = [p for p in pids if alive(p)]
         for p in live:
             try:
@@ -109,13 +111,10 @@ class ProcessGroup:
             self.seen.setdefault(p, start_time(p))
         return [p for p in pids if alive(p, self.seen[p])]
 
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> list[int]:
-        """Stop ``name`` and its descendants (SIGKILL by default: a crash)."""
+    def kill(self, name: str) -> list[int]:
+        """Crash ``name`` and its descendants (SIGKILL)."""
         pids = self.tree(name)
-        if sig == signal.SIGKILL:
-            stop(pids, grace=0.0)
-        else:
-            stop(pids)
+        stop(pids, crash=True)
         self.procs[name].wait()
         return pids
 
