@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 
 from flwr.app import Context
@@ -35,6 +37,19 @@ def make_server_app(cfg: Config) -> ServerApp:
 app = ServerApp()
 
 
+def _log_progress() -> None:
+    """fedrec's INFO lines (progress, resuming, dropped nodes) into the ServerApp's output,
+    which Flower keeps with the run (``flwr log RUN_ID``)."""
+    fedrec_log = logging.getLogger("fedrec")
+    if not fedrec_log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s",
+                                               "%H:%M:%S"))
+        fedrec_log.addHandler(handler)
+        fedrec_log.setLevel(logging.INFO)
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    _log_progress()
     run_federation(grid, config_from_context(context))

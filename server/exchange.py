@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from flwr.app import Message
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 log = logging.getLogger("fedrec.server")
 
@@ -36,13 +38,20 @@ def label(node_id: int, names: dict[int, str]) -> str:
     return f"node {node_id} ({name})" if name else f"node {node_id}"
 
 
+def payload_bytes(messages: Iterable[Message]) -> int:
+    """Bytes of the messages as Flower sends them (every serialized object of each message:
+    its records and arrays), before HTTP framing and TLS."""
+    return sum(len(o.deflate()) for m in messages
+               for o in get_all_nested_objects(m).values())
+
+
 def send_and_collect(
     grid: Any, messages: Iterable[Message], timeout: float, what: str
-) -> tuple[list[Message], list[int]]:
+) -> tuple[list[Message], list[int], int]:
     """Push ``messages``, pull replies until all are in or ``timeout`` seconds pass.
 
-    Returns the replies and the (sorted) node ids that did not reply; each of those is logged
-    with a warning naming the node.
+    Returns the replies, the (sorted) node ids that did not reply (each is logged with a
+    warning naming the node) and the bytes of the messages and replies (``payload_bytes``).
     """
     messages = list(messages)
     for m in messages:  # a message nobody waits for any more is not delivered late
@@ -60,13 +69,22 @@ def send_and_collect(
         if not pending or time.monotonic() >= deadline:
             break
         time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
-    missing = sorted(refused + [dst[m] for m in pending])
+    nbytes = payload_bytes(messages) + payload_bytes(replies)
+    # the SuperLink answers for a node it lost (heartbeat missed, message expired): that is
+    # a missing reply of the destination node, not a failure of node SUPERLINK_NODE_ID
+    lost = {dst[m.metadata.reply_to_message_id]: m.error.reason for m in replies
+            if m.has_error() and m.metadata.src_node_id == SUPERLINK_NODE_ID
+            and m.metadata.reply_to_message_id in dst}
+    replies = [m for m in replies if not (m.has_error() and m.metadata.src_node_id ==
+                                          SUPERLINK_NODE_ID)]
+    missing = sorted(refused + [dst[m] for m in pending] + list(lost))
     if missing:
         names = node_names(grid)
         for n in missing:
-            log.warning("%s: no reply from %s within %g s; the round goes on without it",
-                        what, label(n, names), timeout)
-    return replies, missing
+            why = f" (SuperLink: {lost[n]})" if n in lost else f" within {timeout:g} s"
+            log.warning("%s: no reply from %s%s; the round goes on without it",
+                        what, label(n, names), why)
+    return replies, missing, nbytes
 
 
 def await_nodes(grid: Any, strategy: Any, n_nodes: int, timeout: float,

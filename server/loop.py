@@ -140,7 +140,8 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
         nodes = await_nodes(grid, strategy, n_nodes, cfg.fed.timeout if nodes is None else 0.0,
                             nodes)
         msgs = strategy.configure_train(r, _record(arrays), ConfigRecord(dict(flat)), grid)
-        replies, missing = send_and_collect(grid, msgs, cfg.fed.timeout, f"round {r} train")
+        replies, missing, nbytes = send_and_collect(grid, msgs, cfg.fed.timeout,
+                                                    f"round {r} train")
         replies = _ok(replies, "train")
         train_sums = dict(sum_metrics([m.content for m in replies], "num-examples"))
         if dp is not None:
@@ -155,6 +156,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
             "users": int(train_sums.get("users", 0)),
             "train_loss": train_sums.get("loss-sum", 0.0) / max(train_sums.get("users", 0), 1.0),
             "missing": len(missing),
+            "train_bytes": nbytes,
         }
         if dp is not None:
             eps = dp.epsilon()
@@ -167,6 +169,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
             row.update(_evaluate(grid, strategy, r, arrays, flat, cfg.fed.timeout, parts,
                                  n_nodes))
             row["missing"] += row.pop("missing-evaluate")
+            row["evaluate_bytes"] = row.pop("bytes-evaluate")
         row["round_s"] = time.time() - t0
         prev = float(rows[-1]["elapsed_s"]) if rows else 0.0
         row["elapsed_s"] = prev + row["round_s"]
@@ -193,6 +196,8 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
         rows[-1].update(_evaluate(grid, strategy, int(rows[-1]["round"]), arrays, flat,
                                   cfg.fed.timeout, ("test",), n_nodes))
         rows[-1]["missing"] = rows[-1].get("missing", 0) + rows[-1].pop("missing-evaluate")
+        rows[-1]["evaluate_bytes"] = (rows[-1].get("evaluate_bytes") or 0) + rows[-1].pop(
+            "bytes-evaluate")
         rundir.write_metrics(out / "metrics.csv", rows, rundir.METRIC_FIELDS)
     final = next((r for r in reversed(rows) if any(r.get(k, "") != "" for k in TEST_KEYS)), {})
     valid = next((r for r in reversed(rows) if any(r.get(k, "") != "" for k in VAL_KEYS)), {})
@@ -239,11 +244,11 @@ def _evaluate(
     config = ConfigRecord({**flat, EVAL_PARTS_KEY: ",".join(parts)})
     await_nodes(grid, strategy, n_nodes, 0.0)  # a node lost since training is not waited for
     msgs = strategy.configure_evaluate(r, _record(arrays), config, grid)
-    replies, missing = send_and_collect(grid, msgs, timeout, f"round {r} evaluate")
+    replies, missing, nbytes = send_and_collect(grid, msgs, timeout, f"round {r} evaluate")
     replies = _ok(replies, "evaluate")
     sums = dict(strategy.aggregate_evaluate(r, replies) or {})
     out = summarize({k[: -len("-sum")]: v for k, v in sums.items() if k.endswith("-sum")})
-    return {**out, "missing-evaluate": len(missing)}
+    return {**out, "missing-evaluate": len(missing), "bytes-evaluate": nbytes}
 
 
 def config_identity(cfg: Config) -> dict[str, Any]:

@@ -122,6 +122,7 @@ class Cluster:
     port: int = 0
     faults: list[Fault] = field(default_factory=list)
     deadline_s: float = 0.0  # whole run; 0: none beyond the run's own timeouts
+    tls_hosts: tuple[str, ...] = ()  # names remote nodes use for the SuperLink (certificate)
 
     def __post_init__(self) -> None:
         self.out = Path(self.cfg.run.out).resolve()
@@ -135,13 +136,15 @@ class Cluster:
         self.certs = None
         self.keys: list[tuple[Path, Path]] = []
         self.run_ids: list[int] = []
+        self.node_ids: dict[int, str] = {}  # partition -> Flower node id (registered keys)
 
     # ------------------------------------------------------------------ set-up
     def prepare(self) -> None:
         from simulations import tls
 
         if self.tls:
-            hosts = () if self.host in ("127.0.0.1", "0.0.0.0") else (self.host,)
+            hosts = self.tls_hosts + (() if self.host in ("127.0.0.1", "0.0.0.0") else
+                                      (self.host,))
             self.certs = tls.make_server_certs(self.dir / "certs", hosts)
         if self.auth:
             self.keys = [tls.make_node_key(self.dir / "keys", f"node-{i}")
@@ -177,9 +180,21 @@ class Cluster:
         """Register each node's public key (kept in the SuperLink's database)."""
         for i, (_, pub) in enumerate(self.keys):
             res = self._flwr(["supernode", "register", str(pub), FEDERATION, "--name",
-                              f"node-{i}"], check=False)
+                              f"node-{i}", "--format", "json"], check=False)
             if res.returncode != 0 and "already" not in (res.stdout + res.stderr).lower():
                 raise ClusterError(f"registering node {i}'s key failed: {res.stderr.strip()}")
+            for line in res.stdout.splitlines():
+                if line.startswith("{") and "node-id" in line:
+                    self.node_ids[i] = str(json.loads(line)["node-id"])
+
+    def node_status(self) -> dict[str, str]:
+        """Flower node id -> status (online, offline, registered, ...)."""
+        res = self._flwr(["supernode", "list", FEDERATION, "--format", "json"], check=False)
+        try:
+            return {str(n["node-id"]): str(n.get("status", "")).lower()
+                    for n in json.loads(res.stdout).get("nodes", [])}
+        except (json.JSONDecodeError, KeyError, AttributeError):
+            return {}
 
     def start_node(self, i: int) -> None:
         node_dir = self.dir / f"node-{i}"
@@ -190,13 +205,7 @@ class Cluster:
 
     def wait_nodes_online(self, timeout: float = 120.0) -> None:
         def online() -> bool:
-            res = self._flwr(["supernode", "list", FEDERATION, "--format", "json"], check=False)
-            try:
-                nodes = json.loads(res.stdout).get("nodes", [])
-            except json.JSONDecodeError:
-                return False
-            return sum(str(n.get("status", "")).lower() == "online" for n in nodes) >= \
-                self.n_nodes
+            return sum(s == "online" for s in self.node_status().values()) >= self.n_nodes
         self._wait(online, timeout, f"{self.n_nodes} SuperNodes to come online")
 
     # ------------------------------------------------------------------ the run
@@ -273,6 +282,10 @@ class Cluster:
             return run_id
         time.sleep(fault.restart)
         if fault.kind == "node":
+            if fault.node in self.node_ids:  # a registered key cannot come online twice: wait
+                node_id = self.node_ids[fault.node]  # until the SuperLink declares it offline
+                self._wait(lambda: self.node_status().get(node_id) != "online", 180,
+                           f"the SuperLink to see node {fault.node} offline")
             self.start_node(fault.node)
             log.warning("inject %s: restarted node %d", fault.text, fault.node)
             return run_id
@@ -307,7 +320,21 @@ class Cluster:
                                    f"{self.procs.log_dir}")
             time.sleep(POLL_S)
 
+    def save_server_logs(self) -> None:
+        """The ServerApp's log of every run submitted (kept by the SuperLink) into
+        ``logs/serverapp.log``."""
+        if "superlink" not in self.procs.procs or self.procs.procs["superlink"].poll() is not None:
+            return
+        with open(self.procs.log_dir / "serverapp.log", "w") as fh:
+            for run_id in self.run_ids:
+                res = self._flwr(["log", str(run_id), FEDERATION, "--show"], check=False)
+                fh.write(f"==> run {run_id}\n{res.stdout}{res.stderr}\n")
+
     def close(self) -> None:
+        try:
+            self.save_server_logs()
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("could not save the ServerApp log: %s", exc)
         survivors = self.procs.close()
         # every PID started or found under them, for whoever checks nothing was left behind
         rundir.write_json(self.dir / "pids.json", {str(p): t for p, t in self.procs.seen.items()})
@@ -407,6 +434,9 @@ def main(argv: list[str] | None = None) -> int:
                    "unless --insecure; needs TLS)")
     p.add_argument("--host", default="127.0.0.1", help="address the SuperLink binds "
                    "(default 127.0.0.1; 0.0.0.0 or this machine's name for remote nodes)")
+    p.add_argument("--tls-host", action="append", default=[], metavar="NAME",
+                   help="a name or IP remote nodes use to reach the SuperLink (put in its "
+                   "certificate; repeatable)")
     p.add_argument("--port", type=int, default=0, help="SuperLink port (default: a free one)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", help="run directory (an existing one is resumed)")
@@ -442,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         if f.kind == "node" and not 0 <= f.node < local:
             p.error(f"--inject {f.text}: node {f.node} is not a local node (0..{local - 1})")
     cluster = Cluster(cfg, n_nodes, tls, auth, local, args.host, args.port, faults,
-                      args.deadline)
+                      args.deadline, tuple(args.tls_host))
     log.info("run directory: %s; %d nodes; %s", cluster.out, n_nodes,
              "TLS + node authentication" if auth else "TLS" if tls else "insecure")
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)

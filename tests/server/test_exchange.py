@@ -10,7 +10,7 @@ import pytest
 
 from clients.app import app as client_app
 from fedrec.config import Config
-from server.exchange import await_nodes, send_and_collect
+from server.exchange import await_nodes, payload_bytes, send_and_collect
 from server.loop import run_federation
 from server.strategies import build_strategy
 from simulations.inprocess import InProcessGrid
@@ -66,6 +66,8 @@ def test_silent_node_is_named_counted_and_the_round_finishes(tmp_path, caplog):
     users = [int(r.split(",")[header.index("users")]) for r in rows[1:]]
     assert missing == [0, 2, 2]  # train and evaluate of rounds 2 and 3
     assert users == [40, 30, 30]  # the other three nodes' users trained
+    sent = [int(r.split(",")[header.index("train_bytes")]) for r in rows[1:]]
+    assert sent[1] < sent[0]  # one reply fewer (its arrays are most of the bytes)
     assert summary["rounds"] == 3 and "hr@10" in summary["final"]
     warned = [r.getMessage() for r in caplog.records if "no reply from node 1002" in
               r.getMessage()]
@@ -121,11 +123,12 @@ def test_send_and_collect_returns_every_reply_when_all_answer():
     strategy = build_strategy(cfg, 4)
     from flwr.app import ArrayRecord, ConfigRecord
 
-    msgs = strategy.configure_evaluate(1, ArrayRecord(), ConfigRecord({"x": 1}), grid)
+    msgs = list(strategy.configure_evaluate(1, ArrayRecord(), ConfigRecord({"x": 1}), grid))
 
     # Execute
-    replies, missing = send_and_collect(grid, msgs, 5.0, "evaluate")
+    replies, missing, nbytes = send_and_collect(grid, msgs, 5.0, "evaluate")
 
     # Assert: four (error) replies, one per node, nothing missing
     assert missing == [] and len(replies) == 4
+    assert nbytes == payload_bytes(msgs) + payload_bytes(replies) > 0
     assert {m.metadata.src_node_id for m in replies} == set(grid.contexts)
