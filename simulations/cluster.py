@@ -174,7 +174,7 @@ class Cluster:
             argv += ["--enable-supernode-auth"]
         self.procs.start("superlink", argv)
         self._wait(lambda: self._flwr(["ls"], check=False).returncode == 0, 60,
-                   "the SuperLink to answer")
+                   "the SuperLink to answer", poll=0.5)
 
     def register_nodes(self) -> None:
         """Register each node's public key (kept in the SuperLink's database)."""
@@ -183,9 +183,12 @@ class Cluster:
                               f"node-{i}", "--format", "json"], check=False)
             if res.returncode != 0 and "already" not in (res.stdout + res.stderr).lower():
                 raise ClusterError(f"registering node {i}'s key failed: {res.stderr.strip()}")
-            for line in res.stdout.splitlines():
-                if line.startswith("{") and "node-id" in line:
-                    self.node_ids[i] = str(json.loads(line)["node-id"])
+            start = res.stdout.find("{")
+            try:
+                self.node_ids[i] = str(json.JSONDecoder().raw_decode(res.stdout[start:])[0]
+                                       ["node-id"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                log.warning("no node id in `flwr supernode register` output: %s", res.stdout)
 
     def node_status(self) -> dict[str, str]:
         """Flower node id -> status (online, offline, registered, ...)."""
@@ -203,9 +206,23 @@ class Cluster:
                               self.keys[i][0] if self.keys else None)
         self.procs.start(f"supernode-{i}", argv)
 
-    def wait_nodes_online(self, timeout: float = 120.0) -> None:
+    def wait_nodes_online(self, timeout: float = 120.0, revive: bool = False) -> None:
+        """Wait until all nodes are online; ``revive``: start again a local SuperNode that
+        gave up (a SuperNode exits when it cannot re-activate on a restarted SuperLink)."""
+        gone = {f.target for f in self.faults if f.fired and f.kind == "node" and
+                f.restart is None}  # killed for good by --inject
+
         def online() -> bool:
-            return sum(s == "online" for s in self.node_status().values()) >= self.n_nodes
+            status = self.node_status()
+            for i in range(self.local_nodes) if revive else ():
+                proc = self.procs.procs[f"supernode-{i}"]
+                if f"supernode-{i}" in gone:
+                    continue
+                if proc.poll() is not None and status.get(self.node_ids.get(i, "")) != "online":
+                    log.warning("SuperNode %d exited (exit code %s); starting it again", i,
+                                proc.returncode)
+                    self.start_node(i)
+            return sum(s == "online" for s in status.values()) >= self.n_nodes - len(gone)
         self._wait(online, timeout, f"{self.n_nodes} SuperNodes to come online")
 
     # ------------------------------------------------------------------ the run
@@ -288,11 +305,12 @@ class Cluster:
                            f"the SuperLink to see node {fault.node} offline")
             self.start_node(fault.node)
             log.warning("inject %s: restarted node %d", fault.text, fault.node)
+            self.wait_nodes_online(180, revive=True)
             return run_id
         if fault.kind == "superlink":
             self.start_superlink()
             log.warning("inject %s: restarted the SuperLink", fault.text)
-            self.wait_nodes_online()
+            self.wait_nodes_online(revive=True)
         else:
             self._wait(lambda: self.status(run_id).startswith("finished"), 120,
                        f"run {run_id} to end after its ServerApp was killed")
@@ -307,7 +325,9 @@ class Cluster:
                                f" {res.stdout.strip()[-2000:]}")
         return res
 
-    def _wait(self, ok, timeout: float, what: str) -> None:
+    def _wait(self, ok, timeout: float, what: str, poll: float = 2.0) -> None:
+        """Call ``ok`` (typically a ``flwr`` command: a second of CPU) every ``poll`` seconds
+        until it is true; a process of ours that died or the timeout is an error."""
         end = time.monotonic() + timeout
         while not ok():
             dead = [n for n, p in self.procs.procs.items() if p.poll() is not None
@@ -318,7 +338,7 @@ class Cluster:
             if time.monotonic() > end:
                 raise ClusterError(f"timed out after {timeout:g} s waiting for {what}; see "
                                    f"{self.procs.log_dir}")
-            time.sleep(POLL_S)
+            time.sleep(poll)
 
     def save_server_logs(self) -> None:
         """The ServerApp's log of every run submitted (kept by the SuperLink) into
