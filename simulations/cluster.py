@@ -53,6 +53,7 @@ log = logging.getLogger("fedrec.cluster")
 
 FEDERATION = "fedrec-cluster"
 POLL_S = 0.5
+STATUS_S = 15.0  # seconds between run status checks while the run is going
 
 
 class ClusterError(RuntimeError):
@@ -249,9 +250,11 @@ class Cluster:
     def follow(self, run_id: int) -> str:
         """Wait for the run to finish (printing a line per round, applying faults); return its
         final status."""
-        metrics = self.out / "metrics.csv"
-        shown, last_status_check, status = 0, 0.0, "unknown"
+        metrics, summary = self.out / "metrics.csv", self.out / "summary.json"
+        shown, last_status_check, status = 0, time.monotonic(), "unknown"
         t_end = time.monotonic() + self.deadline_s if self.deadline_s else None
+        t_submit = time.time()
+
         def show() -> list[dict]:
             nonlocal shown
             rows = rundir.read_metrics(metrics)
@@ -269,7 +272,9 @@ class Cluster:
             for fault in self.faults:
                 if fault.due(len(rows)):
                     run_id = self._apply(fault, run_id)
-            if time.monotonic() - last_status_check > 2.0:
+            # `flwr ls` costs a second of CPU: ask often only once the summary is written
+            written = summary.exists() and summary.stat().st_mtime >= t_submit
+            if time.monotonic() - last_status_check > (2.0 if written else STATUS_S):
                 last_status_check = time.monotonic()
                 status = self.status(run_id)
                 if status.startswith("finished"):
@@ -424,9 +429,11 @@ def node_main(argv: list[str]) -> int:
                            Path(args.auth_key).resolve() if args.auth_key else None)
     argv_[argv_.index("--node-config") + 1] += f" state-dir=\"{node_dir / 'state'}\""
     procs = ProcessGroup(node_dir / "logs", flower_env(), ROOT)
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill PID` stops it like Ctrl-C
     proc = procs.start("supernode", argv_)
     print(f"SuperNode {args.partition_id}/{args.num_partitions} (pid {proc.pid}) -> "
-          f"{args.superlink}; log {procs.log_dir / 'supernode.log'}; Ctrl-C stops it")
+          f"{args.superlink}; log {procs.log_dir / 'supernode.log'}; Ctrl-C stops it",
+          flush=True)
     try:
         return proc.wait()
     except KeyboardInterrupt:

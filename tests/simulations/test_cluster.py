@@ -199,3 +199,46 @@ def test_killed_and_restarted_server_side_resumes_from_the_checkpoint(tmp_path, 
     assert f"inject kill-{what}@round=2,restart=1" in proc.stdout
     assert "resuming" in (out / "cluster" / "logs" / "serverapp.log").read_text()
     assert_same(out, simulation)
+
+
+@pytest.mark.slow
+def test_node_joins_from_elsewhere_with_the_ca_and_its_key(tmp_path, simulation):
+    # Prepare: the cluster starts node 0 only and waits for node 1 (`--local-nodes 1`)
+    from simulations.cluster import free_port
+
+    out, port = tmp_path / "run", free_port()
+    main = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *TINY, "--nodes", "2", "--local-nodes", "1", "--port",
+         str(port), "--out", str(out), "--deadline", "300"],
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    keys = out / "cluster" / "keys"
+    end = time.monotonic() + 60
+    while not (keys / "node-1.pub").exists() and time.monotonic() < end:
+        time.sleep(0.2)
+    # what the second machine gets: the CA certificate and node 1's private key, copied
+    there = tmp_path / "machine-b"
+    there.mkdir()
+    (there / "ca.crt").write_bytes((out / "cluster" / "certs" / "ca.crt").read_bytes())
+    (there / "node-1").write_bytes((keys / "node-1").read_bytes())
+
+    # Execute
+    node = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "node", "--superlink", f"127.0.0.1:{port}",
+         "--partition-id", "1", "--num-partitions", "2", "--root-certificates",
+         str(there / "ca.crt"), "--auth-key", str(there / "node-1"), "--dir",
+         str(there / "disk")],
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        stdout, _ = main.communicate(timeout=400)
+    finally:
+        node.terminate()  # Ctrl-C on machine B: the node stops its SuperNode tree
+        node_out, _ = node.communicate(timeout=60)
+
+    # Assert
+    assert main.returncode == 0, stdout[-3000:]
+    assert "SuperNode 1/2" in node_out
+    assert_same(out, simulation)
+    assert (there / "disk" / "node-1" / "state").is_dir()  # node 1's private rows stayed there
+    assert not (out / "nodes" / "node-1").exists()
+    supernode_pid = int(node_out.split("(pid ")[1].split(")")[0])
+    assert not alive(supernode_pid)
