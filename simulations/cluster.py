@@ -53,6 +53,8 @@ log = logging.getLogger("fedrec.cluster")
 
 FEDERATION = "fedrec-cluster"
 POLL_S = 0.5
+ACTIVATION_FAILED = 305 % 256  # flower-supernode exits 305 (seen as 49) when refused activation
+RETRY_S = 5.0
 STATUS_S = 15.0  # seconds between run status checks while the run is going
 
 
@@ -430,12 +432,20 @@ def node_main(argv: list[str]) -> int:
     argv_[argv_.index("--node-config") + 1] += f" state-dir=\"{node_dir / 'state'}\""
     procs = ProcessGroup(node_dir / "logs", flower_env(), ROOT)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill PID` stops it like Ctrl-C
-    proc = procs.start("supernode", argv_)
-    print(f"SuperNode {args.partition_id}/{args.num_partitions} (pid {proc.pid}) -> "
-          f"{args.superlink}; log {procs.log_dir / 'supernode.log'}; Ctrl-C stops it",
-          flush=True)
     try:
-        return proc.wait()
+        while True:
+            proc = procs.start("supernode", argv_)
+            print(f"SuperNode {args.partition_id}/{args.num_partitions} (pid {proc.pid}) -> "
+                  f"{args.superlink}; log {procs.log_dir / 'supernode.log'}; Ctrl-C stops it",
+                  flush=True)
+            code = proc.wait()
+            if code != ACTIVATION_FAILED:
+                return code
+            # its key is not registered yet, or the SuperLink still counts it online from a
+            # previous life (until its heartbeats expire): try again
+            print(f"the SuperLink refused to activate this node; retrying in {RETRY_S:g} s",
+                  flush=True)
+            time.sleep(RETRY_S)
     except KeyboardInterrupt:
         return 130
     finally:
