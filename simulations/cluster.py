@@ -53,7 +53,7 @@ log = logging.getLogger("fedrec.cluster")
 
 FEDERATION = "fedrec-cluster"
 POLL_S = 0.5
-ACTIVATION_FAILED = 305 % 256  # flower-supernode exits 305 (seen as 49) when refused activation
+ACTIVATION_FAILED = b"Failed to activate SuperNode"  # flower-supernode's log (it exits 1)
 RETRY_S = 5.0
 STATUS_S = 15.0  # seconds between run status checks while the run is going
 
@@ -433,14 +433,18 @@ def node_main(argv: list[str]) -> int:
     procs = ProcessGroup(node_dir / "logs", flower_env(), ROOT)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill PID` stops it like Ctrl-C
     try:
+        log_file = procs.log_dir / "supernode.log"
         while True:
+            seen = log_file.stat().st_size if log_file.exists() else 0
             proc = procs.start("supernode", argv_)
             print(f"SuperNode {args.partition_id}/{args.num_partitions} (pid {proc.pid}) -> "
                   f"{args.superlink}; log {procs.log_dir / 'supernode.log'}; Ctrl-C stops it",
                   flush=True)
             code = proc.wait()
-            if code != ACTIVATION_FAILED:
-                return code
+            with open(log_file, "rb") as fh:
+                fh.seek(seen)
+                if code == 0 or ACTIVATION_FAILED not in fh.read():
+                    return code
             # its key is not registered yet, or the SuperLink still counts it online from a
             # previous life (until its heartbeats expire): try again
             print(f"the SuperLink refused to activate this node; retrying in {RETRY_S:g} s",
