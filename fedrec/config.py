@@ -42,7 +42,7 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     dataset: str = "synthetic"
-    split: str = "loo"  # loo | ncf | ctr (MKR/KGCN click-through) | cold-items
+    split: str = "loo"  # loo | ncf | ncf-tune (its hold-out) | ctr (MKR/KGCN) | cold-items
     data_dir: str = ""  # "" -> $FEDREC_DATA_DIR or ~/.cache/fedrec/data
     test_negatives: int = 99
     synthetic_users: int = 2000
