@@ -9,7 +9,9 @@ def num_partitions(n_users: int, users_per_node: int, num_nodes: int = 0) -> int
     """Number of nodes: ``num_nodes`` when > 0, else ``ceil(n_users / users_per_node)``."""
     if num_nodes > 0:
         if num_nodes > n_users:
-            raise ValueError(f"setting 'num-nodes' = {num_nodes} exceeds the {n_users} users")
+            from fedrec.config import ConfigError
+
+            raise ConfigError(f"setting 'num-nodes' = {num_nodes} exceeds the {n_users} users")
         return num_nodes
     return -(-n_users // users_per_node)
 
