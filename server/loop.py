@@ -48,7 +48,8 @@ from server.strategies import build_strategy, sum_metrics
 log = logging.getLogger("fedrec.server")
 
 CKPT_DIR = "checkpoints"
-EVAL_FIELDS = ("hr@10", "ndcg@10", "recall@20", "ndcg@20-full", "rmse", "auc", "acc", "f1")
+EVAL_FIELDS = ("hr@10", "ndcg@10", "recall@20", "ndcg@20-full", "rmse", "auc", "acc", "f1",
+               "er@10")
 TEST_KEYS = ("hr@10", "auc")
 VAL_KEYS = tuple(VALID + k for k in EVAL_FIELDS)
 
