@@ -157,7 +157,7 @@ class RobustConfig:
     attack_fraction: float = 0.05  # malicious (extra, fake) users per real user
     attack_target: int = -1  # promoted item index; -1: a seeded pick among unpopular items
     defense: str = "none"  # none | clip (per-user norm clip) | row-clip (per item row, per user)
-    row_clip_norm: float = 0.1  # row-clip: bound on one user's update of one item row
+    row_clip_norm: float = 2.0  # row-clip: bound on one user's update of one item row
 
 
 @dataclass
