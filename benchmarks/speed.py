@@ -55,6 +55,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fedrec import node  # noqa: E402
+from fedrec.cli import ArgumentParser, guarded  # noqa: E402
 from fedrec.config import Config  # noqa: E402
 from fedrec.data.schema import SplitData  # noqa: E402
 from fedrec.params import to_numpy, to_torch  # noqa: E402
@@ -787,7 +788,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (``--worker*`` are internal: subprocess entry points)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=os.environ.get("FEDREC_DATA_DIR", ""),
                    help="data directory holding ml-1m/ and ncf-hexiangnan/")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="where to write speed.json")
@@ -810,6 +811,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@guarded
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the benchmark, print the table, write the JSON."""
     args = parse_args(argv)

@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 
 from fedrec import checkpoint
+from fedrec.attacks.boost import add_fakes
+from fedrec.attacks.profiles import target_item
 from fedrec.config import Config
 from fedrec.data.partition import num_partitions, participants, partition_users
 from fedrec.data.schema import SplitData
@@ -38,21 +40,23 @@ EVAL_PARTS_KEY = "fedrec.eval-parts"  # evaluate messages: "test" or "valid[,tes
 
 def load_split(cfg: Config) -> SplitData:
     """The run's train/test split (memoised per process; deterministic from the config)."""
+    from fedrec.attacks.profiles import poison_split
     from fedrec.data.prepare import prepare_split
 
-    d = cfg.data
+    d, a = cfg.data, cfg.robust
     key = (d.dataset, d.split, d.data_dir, cfg.run.seed, d.test_negatives, d.synthetic_users,
-           d.synthetic_items, d.synthetic_interactions)
+           d.synthetic_items, d.synthetic_interactions, a.attack, a.attack_fraction,
+           a.attack_target)
     if key not in _SPLITS:
         synthetic = {
             "n_users": d.synthetic_users,
             "n_items": d.synthetic_items,
             "mean_interactions": d.synthetic_interactions,
         }
-        _SPLITS[key] = prepare_split(
+        _SPLITS[key] = poison_split(prepare_split(
             d.dataset, d.split, d.data_dir or None, cfg.run.seed, d.test_negatives,
             synthetic if d.dataset == "synthetic" else None,
-        )
+        ), cfg)
     return _SPLITS[key]
 
 
@@ -85,7 +89,7 @@ def node_users(cfg: Config, split: SplitData, partition_id: int, n_partitions: i
             f"({split.n_users} users, users-per-node={cfg.fed.users_per_node}, "
             f"num-nodes={cfg.fed.num_nodes}); start {expected} SuperNodes or change the config"
         )
-    return partition_users(split.n_users, n_partitions)[partition_id]
+    return partition_users(split.n_users, n_partitions, split.fake_users)[partition_id]
 
 
 @dataclass
@@ -111,13 +115,16 @@ def train_round(
     model = make_model(cfg, split)
     check_shared(shared, model, "train message")
     sampled = participants(users, cfg.fed.fraction_train, cfg.run.seed, round_)
+    fakes = sampled[sampled >= split.n_users - split.fake_users] if cfg.robust.attack == \
+        "boost" else sampled[:0]  # crafted updates instead of training
+    sampled = sampled[: len(sampled) - len(fakes)]
     tc = cfg.train.at_round(round_)
     base = {n: np.asarray(a, dtype=np.float64) for n, a in shared.items()}
     sample_dp = cfg.privacy.privacy == "sample"  # per-user DP-SGD; report the worst user
     sigma = sample_level.resolve_noise_multiplier(cfg, split) if sample_dp else 0.0
     dp_metrics = (sample_level.epsilon_metrics(cfg, split, users, round_, sigma) if sample_dp
                   else {})
-    if len(sampled) == 0:
+    if len(sampled) + len(fakes) == 0:
         if cfg.fed.strategy == ITEM_WEIGHTED:
             base[ITEM_WEIGHT_KEY] = np.zeros(split.n_items)
         return TrainReply(base, 0.0, {"loss-sum": 0.0, "users": 0.0, **dp_metrics}), state
@@ -133,9 +140,12 @@ def train_round(
         upd = train_cohort(
             model, to_torch(shared), {n: t[idx] for n, t in state.items()}, sampled, split,
             tc, cfg.run.seed, round_, proximal_mu=cfg.fed.proximal_mu,
-            clip_norm=cfg.privacy.clip_norm if user_dp else None,
+            clip_norm=cfg.privacy.clip_norm if user_dp or cfg.robust.defense == "clip" else None,
             weighting="equal" if user_dp else "examples",
+            row_clip=cfg.robust.row_clip_norm if cfg.robust.defense == "row-clip" else None,
         )
+    if len(fakes):
+        add_fakes(upd, cfg, model, split, base, fakes, equal=user_dp)
     new_state = {n: t.clone() for n, t in state.items()}
     for n, t in upd.user_state.items():
         new_state[n][idx] = t
@@ -181,6 +191,8 @@ def evaluate_round(
                                  local_epochs=cfg.eval.finetune_epochs)
         params = train_cohort(model, shared_t, state, users, split, tc, cfg.run.seed,
                               FINETUNE_ROUND_KEY + round_, keep_local=True).local
+    if cfg.robust.attack != "none":  # exposure of the target item in normal users' top-10
+        kw["target"] = target_item(cfg, split)
     return evaluate_parts(model, shared_t, params, users, split, parts, **kw)
 
 

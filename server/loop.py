@@ -31,16 +31,25 @@ from fedrec.config import Config, as_dict
 from fedrec.data.partition import num_partitions
 from fedrec.eval.sampled import VALID, evaluate_item_scores, summarize
 from fedrec.models.popularity import popularity_scores
-from fedrec.node import EVAL_PARTS_KEY, eval_parts, load_split, make_model
+from fedrec.node import (
+    EVAL_PARTS_KEY,
+    ITEM_WEIGHT_KEY,
+    ITEM_WEIGHTED,
+    eval_parts,
+    load_split,
+    make_model,
+)
 from fedrec.params import check_shared, to_numpy
 from fedrec.privacy.sample_level import SampleLevelPrivacy
 from server.privacy import UserLevelDP
+from server.replies import ReplyRules, screen_replies
 from server.strategies import build_strategy, sum_metrics
 
 log = logging.getLogger("fedrec.server")
 
 CKPT_DIR = "checkpoints"
-EVAL_FIELDS = ("hr@10", "ndcg@10", "recall@20", "ndcg@20-full", "rmse", "auc", "acc", "f1")
+EVAL_FIELDS = ("hr@10", "ndcg@10", "recall@20", "ndcg@20-full", "rmse", "auc", "acc", "f1",
+               "er@10")
 TEST_KEYS = ("hr@10", "auc")
 VAL_KEYS = tuple(VALID + k for k in EVAL_FIELDS)
 
@@ -134,8 +143,12 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
             log.info("stopping: %s", stopped)
             break
         t0 = time.time()
-        msgs = strategy.configure_train(r, _record(arrays), ConfigRecord(dict(flat)), grid)
-        replies = _ok(list(grid.send_and_receive(msgs, timeout=cfg.fed.timeout)), "train")
+        msgs = list(strategy.configure_train(r, _record(arrays), ConfigRecord(dict(flat)), grid))
+        replies, rejected = screen_replies(
+            len(msgs), list(grid.send_and_receive(msgs, timeout=cfg.fed.timeout)),
+            _reply_rules(cfg, split, arrays))
+        if not replies:
+            raise RuntimeError("train: every node failed (see the warnings above)")
         train_sums = dict(sum_metrics([m.content for m in replies], "num-examples"))
         if dp is not None:
             replies = [_single_reply(dp.aggregate(r, arrays, replies))]
@@ -147,6 +160,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
         row: dict[str, Any] = {
             "round": r,
             "users": int(train_sums.get("users", 0)),
+            "rejected": rejected,
             "train_loss": train_sums.get("loss-sum", 0.0) / max(train_sums.get("users", 0), 1.0),
         }
         if dp is not None:
@@ -213,6 +227,14 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     }
     rundir.write_json(out / "summary.json", summary)
     return summary
+
+
+def _reply_rules(cfg: Config, split: Any, arrays: dict[str, np.ndarray]) -> ReplyRules:
+    """What a valid train reply carries this round (see ``server.replies``)."""
+    extra = {ITEM_WEIGHT_KEY: (split.n_items,)} if cfg.fed.strategy == ITEM_WEIGHTED else {}
+    # num-examples: training positives (examples weighting) or users (DP-FedAvg: equal weights)
+    max_weight = float(split.n_users if cfg.privacy.privacy == "user" else split.n_train)
+    return ReplyRules(arrays, extra, max_weight, cfg.fed.max_update_norm)
 
 
 def _single_reply(arrays: dict[str, np.ndarray]) -> Message:

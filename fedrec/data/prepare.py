@@ -60,6 +60,30 @@ _MATRIX = _SIDE + "matrix."
 _CACHE: dict[tuple, SplitData] = {}
 
 
+def check_split_settings(dataset: str, split: str, num_test_negatives: int) -> None:
+    """Raise ``ValueError`` naming the setting when ``dataset`` / ``split`` /
+    ``test-negatives`` do not go together (called by config validation, before any work)."""
+    if split not in SPLITS:
+        raise ValueError(f"setting `split` must be one of {', '.join(SPLITS)}; got {split!r}")
+    if dataset not in LOADERS:
+        raise ValueError(f"unknown dataset {dataset!r}; known datasets: {', '.join(LOADERS)}")
+    if split.startswith("ncf") and dataset != "ml-1m":
+        raise ValueError(
+            f'setting `split` = "{split}" (the published NCF test files) only exists for dataset '
+            f'"ml-1m", not {dataset!r}; use split = "loo"'
+        )
+    if split.startswith("ncf") and num_test_negatives != 99:
+        raise ValueError(
+            f'setting `split` = "{split}" has exactly 99 negatives per user, as the published '
+            f"NCF files; test-negatives={num_test_negatives} is not possible"
+        )
+    if split == "ctr" and dataset not in CTR_THRESHOLDS:
+        raise ValueError(
+            f'setting `split` = "ctr" labels ratings >= a per-dataset threshold as positives; '
+            f"dataset {dataset!r} has none (datasets with one: {', '.join(CTR_THRESHOLDS)})"
+        )
+
+
 def prepare_split(
     dataset: str,
     split: str = "loo",
@@ -102,25 +126,7 @@ def prepare_split(
     DataError
         Missing or malformed data.
     """
-    if split not in SPLITS:
-        raise ValueError(f"setting `split` must be one of {', '.join(SPLITS)}; got {split!r}")
-    if dataset not in LOADERS:
-        raise ValueError(f"unknown dataset {dataset!r}; known datasets: {', '.join(LOADERS)}")
-    if split.startswith("ncf") and dataset != "ml-1m":
-        raise ValueError(
-            f'setting `split` = "{split}" (the published NCF test files) only exists for dataset '
-            f'"ml-1m", not {dataset!r}; use split = "loo"'
-        )
-    if split.startswith("ncf") and num_test_negatives != 99:
-        raise ValueError(
-            f'setting `split` = "{split}" has exactly 99 negatives per user, as the published '
-            f"NCF files; num_test_negatives={num_test_negatives} is not possible"
-        )
-    if split == "ctr" and dataset not in CTR_THRESHOLDS:
-        raise ValueError(
-            f'setting `split` = "ctr" labels ratings >= a per-dataset threshold as positives; '
-            f"dataset {dataset!r} has none (datasets with one: {', '.join(CTR_THRESHOLDS)})"
-        )
+    check_split_settings(dataset, split, num_test_negatives)
     if synthetic and dataset != "synthetic":
         raise ValueError(
             f"setting `synthetic` applies to dataset 'synthetic' only, not {dataset!r}"
