@@ -196,6 +196,11 @@ class UserLevelDP(PrivateStrategy):
         self.peers = sorted(ids)
         bound = secagg.quantisation_bound(self.max_node_users, self.cfg.privacy.clip_norm,
                                           self.z, len(self.peers))
+        n_params = sum(int(np.prod(a.shape)) for a in self.base.values())
+        slack = secagg.quantisation_slack(n_params, bound, len(self.peers))
+        if slack > 1e-6 * self.cfg.privacy.clip_norm:
+            raise RuntimeError(f"secure aggregation: quantisation error up to {slack:.3g} "
+                               f"exceeds 1e-6 clip-norm ({len(self.peers)} nodes)")
         for m in msgs:
             conf = m.content["config"]
             conf[secagg.PEERS_KEY] = list(self.peers)
