@@ -24,11 +24,12 @@ from fedrec.data.schema import LabeledPairs, SplitData
 from fedrec.data.split import leave_one_out, ncf_split
 from fedrec.data.split_cold import cold_items_split
 from fedrec.data.split_ctr import ctr_split
+from fedrec.data.split_valid import hold_out_validation
 from fedrec.data.synthetic import generate
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("loo", "ncf", "ctr", "cold-items")
+SPLITS = ("loo", "ncf", "ncf-valid", "ctr", "cold-items")
 #: Positive threshold of the ``ctr`` split per dataset (MKR / KGCN ``preprocess.py``: a rating
 #: ``>= threshold`` is a positive; Last.FM listening counts are all positives).
 CTR_THRESHOLDS = {
@@ -73,7 +74,7 @@ def prepare_split(
     ----------
     dataset : str
         ``synthetic``, ``ml-100k``, ``ml-1m``, ``ml-latest-small`` or ``lastfm``.
-    split : {"loo", "ncf", "ctr", "cold-items"}
+    split : {"loo", "ncf", "ncf-valid", "ctr", "cold-items"}
         Leave-one-out with sampled negatives, the published NCF split (``ml-1m`` only), the
         MKR / KGCN click-through split (:func:`fedrec.data.split_ctr.ctr_split`, positive
         threshold from :data:`CTR_THRESHOLDS`) or the cold-items split
@@ -104,12 +105,12 @@ def prepare_split(
         raise ValueError(f"setting `split` must be one of {', '.join(SPLITS)}; got {split!r}")
     if dataset not in LOADERS:
         raise ValueError(f"unknown dataset {dataset!r}; known datasets: {', '.join(LOADERS)}")
-    if split == "ncf" and dataset != "ml-1m":
+    if split in ("ncf", "ncf-valid") and dataset != "ml-1m":
         raise ValueError(
             f'setting `split` = "ncf" (the published NCF test files) only exists for dataset '
             f'"ml-1m", not {dataset!r}; use split = "loo"'
         )
-    if split == "ncf" and num_test_negatives != 99:
+    if split in ("ncf", "ncf-valid") and num_test_negatives != 99:
         raise ValueError(
             'setting `split` = "ncf" has exactly 99 published negatives per user; '
             f"num_test_negatives={num_test_negatives} is not possible"
@@ -128,8 +129,10 @@ def prepare_split(
     key = (dataset, split, str(root), int(seed), int(num_test_negatives), frozen)
     if key in _CACHE:
         return _CACHE[key]
-    if split == "ncf":
+    if split in ("ncf", "ncf-valid"):
         result = ncf_split(root, seed=seed)
+        if split == "ncf-valid":  # a validation part for tuning (fedrec.data.split_valid)
+            result = hold_out_validation(result, seed)
     else:
         if dataset == "synthetic":
             inter = generate(**{"seed": seed, **(synthetic or {})})
