@@ -179,7 +179,7 @@ def _solve_sigma(
 ) -> float:
     """Smallest sigma (within ``rtol``) with epsilon ``<= target`` for one history.
 
-    Like :func:`fedrec.privacy.accounting.noise_for_target`, but bracketed from the fast RDP
+    Like :func:`noise_for_target`, but bracketed from the fast RDP
     bound and refined by regula falsi (Illinois) on ``log epsilon`` against ``log sigma``, so a
     subsampled history costs a handful of accountant calls instead of a dozen. Stops when the
     bracket is within ``rtol`` or the budget is used to within ``2 rtol``.

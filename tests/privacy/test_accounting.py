@@ -174,7 +174,7 @@ def test_prv_failure_falls_back_to_rdp(
 
     accounting._prv_epsilon.cache_clear()
     monkeypatch.setattr(accounting.PRVAccountant, "get_epsilon", boom)
-    with caplog.at_level(logging.WARNING, logger="fedrec.privacy.accounting"):
+    with caplog.at_level(logging.WARNING, logger="fedrec.privacy.analysis"):
         eps = compute_epsilons([(1.0, Q, 77)], DELTA)
     accounting._prv_epsilon.cache_clear()
     assert eps["prv"] == eps["rdp"]
@@ -187,7 +187,7 @@ def test_large_prv_domain_is_coarsened(
 ) -> None:
     accounting._prv_epsilon.cache_clear()
     monkeypatch.setattr(accounting, "PRV_MAX_DOMAIN_SIZE", 10_000)
-    with caplog.at_level(logging.WARNING, logger="fedrec.privacy.accounting"):
+    with caplog.at_level(logging.WARNING, logger="fedrec.privacy.analysis"):
         eps = compute_epsilons([(1.0, Q, 100)], DELTA)
     accounting._prv_epsilon.cache_clear()
     assert "coarsened" in caplog.text
