@@ -569,11 +569,12 @@ def section_dpsgd(sizes: Sizes, data_dir: str) -> dict[str, Any]:
     warm = users[:8]
     train_cohort(model, shared, _state_rows(state, 0, 8), warm, split, tc, SEED, 1)
     train_cohort_dpsgd(model, shared, _state_rows(state, 0, 8), warm, split, tc, SEED, 1,
-                       noise_multiplier=1.0, clip_norm=1.0)
+                       noise_multiplier=1.0, clip_norm=1.0, noise_key=SEED)
     plain = timed(lambda: train_cohort(model, shared, state, users, split, tc, SEED, 1),
                   sizes.repeats, sizes.budget_s)
     dp = timed(lambda: train_cohort_dpsgd(model, shared, state, users, split, tc, SEED, 1,
-                                          noise_multiplier=1.0, clip_norm=1.0),
+                                          noise_multiplier=1.0, clip_norm=1.0,
+                                          noise_key=SEED),
                sizes.repeats, sizes.budget_s)
     per_step = (dp["seconds"] / dp_steps) / (plain["seconds"] / plain_steps)
     log.info("(e) DP-SGD epoch %.2fs (%d user steps) vs SGD %.2fs (%d): %.2fx per step",

@@ -147,6 +147,8 @@ class PrivacyConfig:
     noise_multiplier: float = 0.0  # z; derived from target-epsilon when that is > 0
     target_epsilon: float = 0.0  # 0: not set (use noise-multiplier); inf: no noise
     delta: float = 0.0  # 0: N^-1.1
+    dp_trust: str = "server"  # server (central DP, trusted aggregator) | secagg (distributed DP)
+    dp_seed: int = -1  # < 0: DP noise and sampling from OS entropy; >= 0: debug, NOT private
 
 
 @dataclass
@@ -267,6 +269,9 @@ class Config:
             ("noise-multiplier", self.privacy.noise_multiplier >= 0, "must be >= 0"),
             ("target-epsilon", self.privacy.target_epsilon >= 0, "must be >= 0 (0: unset)"),
             ("delta", 0 <= self.privacy.delta < 1, "must be in [0, 1) (0: N^-1.1)"),
+            ("dp-trust", self.privacy.dp_trust in ("server", "secagg"), "must be server|secagg"),
+            ("dp-trust", not (self.privacy.dp_trust == "secagg" and self.privacy.privacy != "user"),
+             "applies to privacy='user' only (sample-level DP-SGD adds its noise on the node)"),
             ("strategy", not (self.privacy.privacy == "user" and self.fed.strategy ==
                               "fedavg-items"),
              "cannot be combined with privacy='user' (DP-FedAvg weighs users equally)"),

@@ -48,12 +48,16 @@ class ReplyRules:
         Largest ``num-examples`` a node can honestly claim (all training examples of the run).
     max_norm : float
         Bound on ``||reply - base||`` (``inf``: none).
+    dtype_kind : str
+        numpy dtype kind of every array: ``"f"`` (float), or ``"i"`` for the integer group
+        elements of a securely aggregated (masked) reply.
     """
 
     base: Mapping[str, np.ndarray]
     extra: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     max_weight: float = math.inf
     max_norm: float = math.inf
+    dtype_kind: str = "f"
 
 
 def check_reply(msg: Message, rules: ReplyRules) -> str | None:
@@ -75,8 +79,9 @@ def check_reply(msg: Message, rules: ReplyRules) -> str | None:
         a = arrays[name].numpy()
         if tuple(a.shape) != shape:
             return f"array '{name}' has shape {tuple(a.shape)}, expected {shape}"
-        if a.dtype.kind != "f":
-            return f"array '{name}' has dtype {a.dtype}, expected a float dtype"
+        if a.dtype.kind != rules.dtype_kind:
+            kind = "a float" if rules.dtype_kind == "f" else "an integer (masked)"
+            return f"array '{name}' has dtype {a.dtype}, expected {kind} dtype"
         if not np.isfinite(a).all():
             return f"array '{name}' has non-finite values"
         got[name] = a

@@ -123,6 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as exc:  # bad input: a clear message, no traceback
         print(error_line(exc), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C reaches this thread, but the ServerApp runs in a non-daemon thread of the
+        # simulation that the interpreter would wait for at exit: end the process now (Ray's
+        # processes stop when their driver is gone). The run resumes from its last checkpoint.
+        print(f"interrupted; run again with --out {cfg.run.out} to resume", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     keys = ("auc", "acc", "f1") if "auc" in summary["baselines"]["popularity"] else (
         "hr@10", "ndcg@10")
 
