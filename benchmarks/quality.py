@@ -31,7 +31,6 @@ evaluates on it instead of the test items (for tuning; outputs ``quality-validat
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 import csv
 import dataclasses
@@ -52,6 +51,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+
+from fedrec.cli import ArgumentParser, fail, guarded, preflight  # noqa: E402
 
 log = logging.getLogger("fedrec.bench.quality")
 
@@ -813,11 +814,18 @@ def write_reports(matrix: list[tuple[Dataset, list[Method]]], cells: list[Cell],
 
 # ----------------------------------------------------------------------------- CLI
 def parse_seeds(text: str) -> list[int]:
-    return [int(s) for s in text.split(",") if s.strip()]
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        fail(f"--seeds {text!r}: expected comma-separated integers")
+    if not seeds:
+        fail(f"--seeds {text!r}: no seed given")
+    return seeds
 
 
+@guarded
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=os.environ.get("FEDREC_DATA_DIR", ""),
                         help="holds ml-1m/, ml-100k/, ncf-hexiangnan/ (default $FEDREC_DATA_DIR)")
     parser.add_argument("--out", default=str(DEFAULT_OUT),
@@ -852,8 +860,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{c.id}  [{c.method.kind}, {c.method.steps} steps]  {state}")
         return 0
     if not cells:
-        print(f"error: no cell matches --only {args.only!r}", file=sys.stderr)
-        return 2
+        fail(f"no cell matches --only {args.only!r}")
+    for name in ("rounds", "epochs", "jobs", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            fail(f"--{name} {getattr(args, name)}: must be >= 1")
+    if not args.report:  # every cell's settings and data, before the first cell trains
+        preflight(cell_config(c, opts) for c in cells)
     t0 = time.time()
     errors = {} if args.report else run_all(cells, opts, args.jobs)
     meta = {"seeds": seeds, "quick": args.quick, "engine": args.engine,

@@ -55,6 +55,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fedrec import node  # noqa: E402
+from fedrec.cli import ArgumentParser, guarded  # noqa: E402
 from fedrec.config import Config  # noqa: E402
 from fedrec.data.schema import SplitData  # noqa: E402
 from fedrec.params import to_numpy, to_torch  # noqa: E402
@@ -568,11 +569,12 @@ def section_dpsgd(sizes: Sizes, data_dir: str) -> dict[str, Any]:
     warm = users[:8]
     train_cohort(model, shared, _state_rows(state, 0, 8), warm, split, tc, SEED, 1)
     train_cohort_dpsgd(model, shared, _state_rows(state, 0, 8), warm, split, tc, SEED, 1,
-                       noise_multiplier=1.0, clip_norm=1.0)
+                       noise_multiplier=1.0, clip_norm=1.0, noise_key=SEED)
     plain = timed(lambda: train_cohort(model, shared, state, users, split, tc, SEED, 1),
                   sizes.repeats, sizes.budget_s)
     dp = timed(lambda: train_cohort_dpsgd(model, shared, state, users, split, tc, SEED, 1,
-                                          noise_multiplier=1.0, clip_norm=1.0),
+                                          noise_multiplier=1.0, clip_norm=1.0,
+                                          noise_key=SEED),
                sizes.repeats, sizes.budget_s)
     per_step = (dp["seconds"] / dp_steps) / (plain["seconds"] / plain_steps)
     log.info("(e) DP-SGD epoch %.2fs (%d user steps) vs SGD %.2fs (%d): %.2fx per step",
@@ -787,7 +789,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (``--worker*`` are internal: subprocess entry points)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=os.environ.get("FEDREC_DATA_DIR", ""),
                    help="data directory holding ml-1m/ and ncf-hexiangnan/")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="where to write speed.json")
@@ -810,6 +812,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@guarded
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the benchmark, print the table, write the JSON."""
     args = parse_args(argv)

@@ -20,7 +20,6 @@ std over seeds) and, with ``--fidelity``, the explanation fidelity of one towers
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 import fnmatch
 import json
@@ -37,6 +36,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+
+from fedrec.cli import ArgumentParser, fail, guarded, preflight  # noqa: E402
 
 log = logging.getLogger("fedrec.bench.towers")
 
@@ -226,8 +227,9 @@ def fidelity(out: Path, data_dir: str, quick: bool) -> list[str]:
     return lines or [f"(fidelity failed: {res.stderr.strip()[-300:]})"]
 
 
+@guarded
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=os.environ.get("FEDREC_DATA_DIR", ""))
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--seeds", default="0,1,2")
@@ -243,8 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
-        print(f"error: --seeds {args.seeds!r}: expected comma-separated integers", file=sys.stderr)
-        return 2
+        fail(f"--seeds {args.seeds!r}: expected comma-separated integers")
     out = Path(args.out)
     patterns = [x.strip() for x in args.only.split(",") if x.strip()]
     rows = [r for r in ROWS if any(fnmatch.fnmatch(r.config, pat) for pat in patterns)]
@@ -260,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.report:
         cells = [(r, s) for s in seeds for r in rows]
+        if args.jobs < 1:
+            fail(f"--jobs {args.jobs}: must be >= 1")
+        from fedrec.config import Config
+
+        preflight(Config.from_flat(cell_flat(r, s, args.data_dir, args.quick), source=r.config)
+                  for r, s in cells)
         with cf.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             futures = [pool.submit(run_cell, r, s, out, args.data_dir, args.quick)
                        for r, s in cells]

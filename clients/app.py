@@ -16,9 +16,11 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from clients import secagg as node_secagg
 from fedrec import node
 from fedrec.config import Config
 from fedrec.params import to_numpy, to_torch
+from fedrec.privacy import secagg
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +86,12 @@ def train(msg: Message, context: Context) -> Message:
     state = _state(cfg, context, pid, users, round_ - 1)
     reply, new_state = node.train_round(cfg, round_, _shared(msg), users, state)
     _keep_state(cfg, context, pid, round_, new_state)
+    arrays = reply.arrays
+    if cfg.privacy.privacy == "user" and cfg.privacy.dp_trust == "secagg":
+        arrays = node_secagg.masked_share(cfg, msg, context, round_, arrays)
     content = RecordDict(
         {
-            "arrays": ArrayRecord({k: Array(v) for k, v in reply.arrays.items()}),
+            "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
             "metrics": MetricRecord({"num-examples": reply.weight, **reply.metrics}),
         }
     )
@@ -103,3 +108,14 @@ def evaluate(msg: Message, context: Context) -> Message:
     count = sums.get("count", sums.get("val-count", 0.0))
     metrics = {"num-examples": count, **{f"{k}-sum": v for k, v in sums.items()}}
     return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """Key exchange of secure aggregation (``dp-trust = secagg``): a fresh public key."""
+    conf = msg.content["config"]
+    if conf.get(secagg.STAGE_KEY) != "keys":
+        raise ValueError(f"unknown query: {dict(conf)}")
+    key = node_secagg.new_public_key(context, int(conf["server-round"]))
+    return Message(content=RecordDict({"config": ConfigRecord({secagg.PUBLIC_KEY: key})}),
+                   reply_to=msg)

@@ -35,6 +35,28 @@ def _known_towers() -> list[str]:
     return known_towers()
 
 
+#: Strategy names (``server.strategies.STRATEGIES`` has exactly these keys; it checks so).
+STRATEGY_NAMES = ("fedavg", "fedavg-items", "fedprox", "fedadam", "fedyogi", "fedadagrad",
+                  "fedavgm", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")
+#: Simulated attacks (``fedrec.attacks``) and node-side defenses (``fedrec.defenses``).
+ATTACKS = ("none", "fake-random", "fake-popular", "boost")
+DEFENSES = ("none", "clip", "row-clip")
+
+
+def _names_problem(dataset: str, split: str, test_negatives: int, model: str) -> str:
+    """Why dataset / split / model do not go together ("" when they do)."""
+    from fedrec.data.prepare import check_split_settings
+    from fedrec.models.registry import known_models
+
+    if model not in known_models():
+        return f"model: unknown model {model!r}; known models: {', '.join(known_models())}"
+    try:
+        check_split_settings(dataset, split, test_negatives)
+    except ValueError as exc:
+        return f"dataset/split: {exc}"
+    return ""
+
+
 class ConfigError(ValueError):
     """A setting has an unknown key, a wrong type or a value out of range."""
 
@@ -42,7 +64,7 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     dataset: str = "synthetic"
-    split: str = "loo"  # loo | ncf | ctr (MKR/KGCN click-through) | cold-items
+    split: str = "loo"  # loo | ncf | ncf-tune (its hold-out) | ctr (MKR/KGCN) | cold-items
     data_dir: str = ""  # "" -> $FEDREC_DATA_DIR or ~/.cache/fedrec/data
     test_negatives: int = 99
     synthetic_users: int = 2000
@@ -111,6 +133,7 @@ class FederationConfig:
     # seconds the server waits for nodes to connect and for each message's replies; a node
     # that misses it is named in a warning and counted in metrics.csv `missing`
     timeout: float = 300.0
+    max_update_norm: float = 1000.0  # server rejects a reply with ||reply - global|| above it
 
 
 @dataclass
@@ -126,6 +149,19 @@ class PrivacyConfig:
     noise_multiplier: float = 0.0  # z; derived from target-epsilon when that is > 0
     target_epsilon: float = 0.0  # 0: not set (use noise-multiplier); inf: no noise
     delta: float = 0.0  # 0: N^-1.1
+    dp_trust: str = "server"  # server (central DP, trusted aggregator) | secagg (distributed DP)
+    dp_seed: int = -1  # < 0: DP noise and sampling from OS entropy; >= 0: debug, NOT private
+
+
+@dataclass
+class RobustConfig:
+    """Simulated attacks and node-side defenses (benchmarks/robustness.py; README)."""
+
+    attack: str = "none"  # none | fake-random | fake-popular | boost (see fedrec/attacks)
+    attack_fraction: float = 0.05  # malicious (extra, fake) users per real user
+    attack_target: int = -1  # promoted item index; -1: a seeded pick among unpopular items
+    defense: str = "none"  # none | clip (per-user norm clip) | row-clip (per item row, per user)
+    row_clip_norm: float = 2.0  # row-clip: bound on one user's update of one item row
 
 
 @dataclass
@@ -143,6 +179,7 @@ class Config:
     fed: FederationConfig = field(default_factory=FederationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    robust: RobustConfig = field(default_factory=RobustConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     # ------------------------------------------------------------------ flat views
@@ -186,6 +223,18 @@ class Config:
         """Check ranges and choices; raise ``ConfigError`` naming the setting."""
         checks: list[tuple[str, bool, str]] = [
             ("split", self.data.split in _splits(), f"must be one of {', '.join(_splits())}"),
+            ("strategy", self.fed.strategy in STRATEGY_NAMES,
+             f"is unknown; known strategies: {', '.join(STRATEGY_NAMES)}"),
+            ("attack", self.robust.attack in ATTACKS, f"must be one of {', '.join(ATTACKS)}"),
+            ("defense", self.robust.defense in DEFENSES,
+             f"must be one of {', '.join(DEFENSES)}"),
+            ("defense", not (self.robust.defense != "none" and self.privacy.privacy != "none"),
+             "cannot be combined with privacy (DP clips every user already)"),
+            ("attack-fraction", 0 <= self.robust.attack_fraction <= 1, "must be in [0, 1]"),
+            ("attack-target", self.robust.attack_target >= -1, "must be >= -1 (-1: seeded)"),
+            ("row-clip-norm", self.robust.row_clip_norm > 0, "must be > 0"),
+            ("max-update-norm", self.fed.max_update_norm > 0, "must be > 0 (inf: no bound)"),
+            ("timeout", self.fed.timeout > 0, "must be > 0"),
             ("towers", not (unknown := [t for t in _tower_names(self.model.towers)
                                         if t not in _known_towers()]),
              f"names unknown tower(s) {unknown}; known towers: {', '.join(_known_towers())}"),
@@ -222,6 +271,9 @@ class Config:
             ("noise-multiplier", self.privacy.noise_multiplier >= 0, "must be >= 0"),
             ("target-epsilon", self.privacy.target_epsilon >= 0, "must be >= 0 (0: unset)"),
             ("delta", 0 <= self.privacy.delta < 1, "must be in [0, 1) (0: N^-1.1)"),
+            ("dp-trust", self.privacy.dp_trust in ("server", "secagg"), "must be server|secagg"),
+            ("dp-trust", not (self.privacy.dp_trust == "secagg" and self.privacy.privacy != "user"),
+             "applies to privacy='user' only (sample-level DP-SGD adds its noise on the node)"),
             ("strategy", not (self.privacy.privacy == "user" and self.fed.strategy ==
                               "fedavg-items"),
              "cannot be combined with privacy='user' (DP-FedAvg weighs users equally)"),
@@ -230,6 +282,10 @@ class Config:
             if not ok:
                 flat = self.to_flat()
                 raise ConfigError(f"{source}: setting '{key}' = {flat[key]!r} {why}")
+        problem = _names_problem(self.data.dataset, self.data.split, self.data.test_negatives,
+                                 self.model.model)
+        if problem:
+            raise ConfigError(f"{source}: setting {problem}")
 
     def digest(self, keys: tuple[str, ...]) -> str:
         """A short stable hash of the named settings (cache keys)."""

@@ -322,7 +322,9 @@ def _one_line(message: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from fedrec.cli import ArgumentParser
+
+    parser = ArgumentParser(
         prog="python -m fedrec.features",
         description="Compute frozen item features offline and cache them in the data directory.",
     )
@@ -356,7 +358,13 @@ def main(argv: list[str] | None = None) -> int:
     int
         0 on success, 2 on bad input (one ``error:`` line on stderr, no traceback).
     """
-    args = _parser().parse_args(argv)
+    from fedrec.cli import UsageError, error_line
+
+    try:
+        args = _parser().parse_args(argv)
+    except UsageError as exc:
+        print(error_line(exc), file=sys.stderr)
+        return 2
     if not logging.getLogger().handlers:
         logging.basicConfig(
             level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S"

@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fedrec import checkpoint
+from fedrec import checkpoint, rng
+from fedrec.attacks.boost import add_fakes
+from fedrec.attacks.profiles import target_item
 from fedrec.config import Config
 from fedrec.data.partition import num_partitions, participants, partition_users
 from fedrec.data.schema import SplitData
@@ -23,6 +25,7 @@ from fedrec.eval.sampled import evaluate_parts
 from fedrec.models.base import ITEM_TABLE, Recommender
 from fedrec.models.registry import build_model
 from fedrec.params import check_shared, to_numpy, to_torch
+from fedrec.privacy.mechanism import dp_participants, secret_rng
 from fedrec.towers.fusion import with_towers
 from fedrec.towers.registry import parse_towers
 from fedrec.train.cohort import train_cohort
@@ -34,12 +37,14 @@ CACHE_VERSION = 1  # bump when SplitData or a model's pickled layout changes
 ITEM_WEIGHTED = "fedavg-items"  # strategy whose replies carry per-item user weights
 ITEM_WEIGHT_KEY = "item-weight"
 EVAL_PARTS_KEY = "fedrec.eval-parts"  # evaluate messages: "test" or "valid[,test]"
+DPSGD_KEY_STREAM = rng.DPSGD_NOISE  # debug dp-seed stream of the DP-SGD noise key
 
 
 def _split_key(cfg: Config) -> tuple:
-    d = cfg.data
+    d, a = cfg.data, cfg.robust
     return (d.dataset, d.split, d.data_dir, cfg.run.seed, d.test_negatives, d.synthetic_users,
-            d.synthetic_items, d.synthetic_interactions)
+            d.synthetic_items, d.synthetic_interactions, a.attack, a.attack_fraction,
+            a.attack_target)
 
 
 def _model_key(cfg: Config) -> tuple:
@@ -67,6 +72,8 @@ def load_split(cfg: Config, cache_dir: Path | str | None = None) -> SplitData:
     given; deterministic from the config)."""
     from fedrec.data.prepare import prepare_split
 
+    from fedrec.attacks.profiles import poison_split
+
     d = cfg.data
     key = _split_key(cfg)
     if key not in _SPLITS:
@@ -75,10 +82,10 @@ def load_split(cfg: Config, cache_dir: Path | str | None = None) -> SplitData:
             "n_items": d.synthetic_items,
             "mean_interactions": d.synthetic_interactions,
         }
-        _SPLITS[key] = _disk_cached(cache_dir, "split", key, lambda: prepare_split(
+        _SPLITS[key] = _disk_cached(cache_dir, "split", key, lambda: poison_split(prepare_split(
             d.dataset, d.split, d.data_dir or None, cfg.run.seed, d.test_negatives,
             synthetic if d.dataset == "synthetic" else None,
-        ))
+        ), cfg))
     return _SPLITS[key]
 
 
@@ -115,12 +122,12 @@ def node_users(cfg: Config, split: SplitData, partition_id: int, n_partitions: i
             f"({split.n_users} users, users-per-node={cfg.fed.users_per_node}, "
             f"num-nodes={cfg.fed.num_nodes}); start {expected} SuperNodes or change the config"
         )
-    return partition_users(split.n_users, n_partitions)[partition_id]
+    return partition_users(split.n_users, n_partitions, split.fake_users)[partition_id]
 
 
 @dataclass
 class TrainReply:
-    arrays: dict[str, np.ndarray]  # float64 weighted average of the users' new shared params
+    arrays: dict[str, np.ndarray]  # what the node sends (see train_round)
     weight: float  # num-examples for FedAvg
     metrics: dict[str, float]  # sums
 
@@ -134,44 +141,63 @@ def train_round(
 ) -> tuple[TrainReply, dict[str, Tensor]]:
     """Local training of the node's users sampled in ``round_``.
 
-    Returns the reply (the cohort's weighted average, so that FedAvg over nodes equals FedAvg
-    over users weighted by examples) and the updated private state of all node users.
+    Returns the reply and the updated private state of all node users. What the reply carries
+    depends on the privacy mode (DESIGN section 5: every value that leaves a node in a DP run is
+    inside the clip and the noise, or public):
+
+    * ``none``: the cohort's example-weighted average of the new shared parameters (FedAvg over
+      nodes then equals FedAvg over users), ``num-examples``, ``loss-sum``, ``users``;
+    * ``user``: the **sum of the sampled users' clipped updates** (users Poisson-sampled from
+      secret randomness on the node) and a constant ``num-examples = 1``; the server (or, under
+      ``dp-trust = secagg``, the node itself before masking) adds the noise;
+    * ``sample``: the equal-weight average of the sampled users' DP-SGD outputs and
+      ``num-examples`` = their number (participation is the public seeded draw; the unit of
+      privacy is an interaction, and each user's output is already DP).
     """
     split = load_split(cfg)
     model = make_model(cfg, split)
     check_shared(shared, model, "train message")
-    sampled = participants(users, cfg.fed.fraction_train, cfg.run.seed, round_)
+    p = cfg.privacy
+    user_dp, sample_dp = p.privacy == "user", p.privacy == "sample"
+    if user_dp:
+        sampled = dp_participants(users, cfg.fed.fraction_train, round_, p.dp_seed)
+    else:
+        sampled = participants(users, cfg.fed.fraction_train, cfg.run.seed, round_)
+    fakes = sampled[sampled >= split.n_users - split.fake_users] if cfg.robust.attack == \
+        "boost" else sampled[:0]  # crafted updates instead of training
+    sampled = sampled[: len(sampled) - len(fakes)]
     tc = cfg.train.at_round(round_)
     base = {n: np.asarray(a, dtype=np.float64) for n, a in shared.items()}
-    sample_dp = cfg.privacy.privacy == "sample"  # per-user DP-SGD; report the worst user
-    if sample_dp:  # imported here: opacus costs seconds in every fresh ClientApp process
-        from fedrec.privacy import sample_level
-        from fedrec.train.dpsgd import train_cohort_dpsgd
-    sigma = sample_level.resolve_noise_multiplier(cfg, split) if sample_dp else 0.0
-    dp_metrics = (sample_level.epsilon_metrics(cfg, split, users, round_, sigma) if sample_dp
-                  else {})
-    if len(sampled) == 0:
+    if len(sampled) + len(fakes) == 0:
+        if user_dp:
+            return TrainReply({n: np.zeros_like(a) for n, a in base.items()}, 1.0, {}), state
         if cfg.fed.strategy == ITEM_WEIGHTED:
             base[ITEM_WEIGHT_KEY] = np.zeros(split.n_items)
-        return TrainReply(base, 0.0, {"loss-sum": 0.0, "users": 0.0, **dp_metrics}), state
+        return TrainReply(base, 0.0, {} if sample_dp else {"loss-sum": 0.0, "users": 0.0}), state
     idx = torch.from_numpy(np.searchsorted(users, sampled))
-    user_dp = cfg.privacy.privacy == "user"
-    if sample_dp:
+    if sample_dp:  # imported here: opacus costs seconds in every fresh ClientApp process
+        from fedrec.train.dpsgd import train_cohort_dpsgd
+
         upd = train_cohort_dpsgd(
             model, to_torch(shared), {n: t[idx] for n, t in state.items()}, sampled, split,
-            tc, cfg.run.seed, round_, noise_multiplier=sigma,
-            clip_norm=cfg.privacy.clip_norm,
+            tc, cfg.run.seed, round_, noise_multiplier=p.noise_multiplier,
+            clip_norm=p.clip_norm, noise_key=dpsgd_noise_key(p.dp_seed, round_),
         )
     else:
         upd = train_cohort(
             model, to_torch(shared), {n: t[idx] for n, t in state.items()}, sampled, split,
             tc, cfg.run.seed, round_, proximal_mu=cfg.fed.proximal_mu,
-            clip_norm=cfg.privacy.clip_norm if user_dp else None,
+            clip_norm=p.clip_norm if user_dp or cfg.robust.defense == "clip" else None,
             weighting="equal" if user_dp else "examples",
+            row_clip=cfg.robust.row_clip_norm if cfg.robust.defense == "row-clip" else None,
         )
+    if len(fakes):
+        add_fakes(upd, cfg, model, split, base, fakes, equal=user_dp)
     new_state = {n: t.clone() for n, t in state.items()}
     for n, t in upd.user_state.items():
         new_state[n][idx] = t
+    if user_dp:
+        return TrainReply({n: upd.sum_update[n].numpy() for n in base}, 1.0, {}), new_state
     avg = {n: np.asarray(base[n] + upd.sum_update[n].numpy() / upd.weight_sum) for n in base}
     if cfg.fed.strategy == ITEM_WEIGHTED:  # item rows: average over the users holding them
         w = upd.item_weight.numpy()
@@ -181,8 +207,17 @@ def train_round(
             avg[s.name] = np.asarray(base[s.name] + np.where(wr > 0, d / np.maximum(wr, 1e-300),
                                                                 0.0))
         avg[ITEM_WEIGHT_KEY] = w
-    metrics = {"loss-sum": upd.loss_sum, "users": float(upd.n_users), **dp_metrics}
+    if sample_dp:
+        return TrainReply(avg, upd.weight_sum, {}), new_state
+    metrics = {"loss-sum": upd.loss_sum, "users": float(upd.n_users)}
     return TrainReply(avg, upd.weight_sum, metrics), new_state
+
+
+def dpsgd_noise_key(dp_seed: int, round_: int) -> int:
+    """Key of a node's DP-SGD noise and unit sampling in ``round_``: secret (OS entropy), or a
+    function of the debug ``dp-seed`` (then the same on every node: cohort-independent)."""
+    gen = secret_rng(dp_seed, DPSGD_KEY_STREAM, round_)
+    return int(gen.integers(0, 2**63 - 1))
 
 
 FINETUNE_ROUND_KEY = 1_000_000  # random draws of fine-tuning never collide with a round's
@@ -214,6 +249,8 @@ def evaluate_round(
                                  local_epochs=cfg.eval.finetune_epochs)
         params = train_cohort(model, shared_t, state, users, split, tc, cfg.run.seed,
                               FINETUNE_ROUND_KEY + round_, keep_local=True).local
+    if cfg.robust.attack != "none":  # exposure of the target item in normal users' top-10
+        kw["target"] = target_item(cfg, split)
     return evaluate_parts(model, shared_t, params, users, split, parts, **kw)
 
 

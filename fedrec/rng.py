@@ -19,8 +19,8 @@ PARTITION = 5
 KG_NEIGHBOURS = 6  # KGCN's fixed-size neighbour sample (fedrec.data.item_features)
 SPLIT = 7  # ctr / cold-items splits (fedrec.data.split_ctr, split_cold)
 EXPLAIN = 21  # the random other reason of explanation fidelity checks (fedrec.explain)
-NOISE = 101  # server-side DP noise seeds (fedrec.privacy.mechanism)
-DPSGD_BATCH = 102  # Poisson batches of per-user DP-SGD (fedrec.train.dpsgd)
+NOISE = 101  # DP noise under a debug dp-seed only (fedrec.privacy.mechanism; else OS entropy)
+DPSGD_BATCH = 102  # Poisson batches of per-user DP-SGD, keyed by a secret key (fedrec.train.dpsgd)
 DPSGD_NOISE = 103  # per-step DP-SGD noise (fedrec.train.dpsgd)
 DPSGD_FINAL = 104  # end-of-round DP-SGD noise on rows not used since (dpsgd)
 

@@ -109,7 +109,9 @@ def await_nodes(grid: Any, strategy: Any, n_nodes: int, timeout: float,
             f" ({', '.join(label(n, names) for n in gone)} gone)" if gone else "",
         )
     count = min(len(nodes), n_nodes)
-    for attr in ("min_available_nodes", "min_train_nodes", "min_evaluate_nodes"):
-        if hasattr(strategy, attr):
-            setattr(strategy, attr, count)
+    while strategy is not None:  # through wrappers (server.privacy.PrivateStrategy) to Flower's
+        for attr in ("min_available_nodes", "min_train_nodes", "min_evaluate_nodes"):
+            if hasattr(strategy, attr):
+                setattr(strategy, attr, count)
+        strategy = getattr(strategy, "inner", None)
     return nodes

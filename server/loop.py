@@ -9,6 +9,7 @@ interrupted run resumes from its last completed round.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from pathlib import Path
@@ -20,28 +21,33 @@ from flwr.app import (
     ArrayRecord,
     ConfigRecord,
     Message,
-    MessageType,
-    MetricRecord,
-    RecordDict,
 )
 from flwr.serverapp import Grid
 
 from fedrec import checkpoint, rundir
 from fedrec.config import Config, as_dict
-from fedrec.data.partition import num_partitions
+from fedrec.data.partition import num_partitions, partition_users
 from fedrec.eval.sampled import VALID, evaluate_item_scores, summarize
 from fedrec.models.popularity import popularity_scores
-from fedrec.node import EVAL_PARTS_KEY, eval_parts, load_split, make_model
+from fedrec.node import (
+    EVAL_PARTS_KEY,
+    ITEM_WEIGHT_KEY,
+    ITEM_WEIGHTED,
+    eval_parts,
+    load_split,
+    make_model,
+)
 from fedrec.params import check_shared, to_numpy
-from fedrec.privacy.sample_level import SampleLevelPrivacy
 from server.exchange import await_nodes, send_and_collect
-from server.privacy import UserLevelDP
+from server.privacy import PrivateStrategy, with_privacy
+from server.replies import ReplyRules, screen_replies
 from server.strategies import build_strategy, sum_metrics
 
 log = logging.getLogger("fedrec.server")
 
 CKPT_DIR = "checkpoints"
-EVAL_FIELDS = ("hr@10", "ndcg@10", "recall@20", "ndcg@20-full", "rmse", "auc", "acc", "f1")
+EVAL_FIELDS = ("hr@10", "ndcg@10", "recall@20", "ndcg@20-full", "rmse", "auc", "acc", "f1",
+               "er@10")
 TEST_KEYS = ("hr@10", "auc")
 VAL_KEYS = tuple(VALID + k for k in EVAL_FIELDS)
 
@@ -61,6 +67,8 @@ def _ok(replies: list[Message], what: str) -> list[Message]:
 
 
 def _strategy_state(strategy: Any) -> dict[str, Any]:
+    if isinstance(strategy, PrivateStrategy):
+        return strategy.state_dict()
     keep = {}
     for k, v in vars(strategy).items():
         if callable(v):
@@ -80,12 +88,11 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     split = load_split(cfg)
     model = make_model(cfg, split)
     n_nodes = num_partitions(split.n_users, cfg.fed.users_per_node, cfg.fed.num_nodes)
-    strategy = build_strategy(cfg, n_nodes)
+    strategy = with_privacy(build_strategy(cfg, n_nodes), cfg, split, n_nodes)
+    private = strategy if isinstance(strategy, PrivateStrategy) else None
     random.seed(cfg.run.seed)  # Flower strategies sample nodes with the global `random`
 
     arrays = to_numpy(model.init_shared(cfg.run.seed))
-    dp = UserLevelDP(cfg, split.n_users) if cfg.privacy.privacy == "user" else None
-    sdp = SampleLevelPrivacy(cfg, split) if cfg.privacy.privacy == "sample" else None
     rows: list[dict[str, Any]] = []
     start = 1
     ckpts = checkpoint.round_files(out / CKPT_DIR)
@@ -98,13 +105,12 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
                 "or set resume=false"
             )
         arrays = ck["arrays"]
-        vars(strategy).update(ck["strategy"])
+        if private is not None:  # the accountant and the noise multiplier it accounts
+            private.load_state_dict(ck["strategy"])
+        else:
+            vars(strategy).update(ck["strategy"])
         random.setstate(ck["random"])
         rows = ck["rows"]
-        if dp is not None:
-            dp.accountant.load_state_dict(ck["dp"])
-        if sdp is not None:
-            sdp.load_state_dict(ck["sdp"])
         start = last + 1
         log.info("resuming %s from round %d", out, last)
     elif not cfg.run.resume:
@@ -116,8 +122,6 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     rundir.save_negatives(out / "negatives.npz", split)
     popularity = evaluate_item_scores(popularity_scores(split), split)
     flat = cfg.to_flat()
-    if sdp is not None:  # every node trains with the calibrated DP-SGD noise multiplier
-        flat["noise-multiplier"] = sdp.sigma
     log.info(
         "%s: %d users, %d items, %d train interactions; %d nodes; popularity %s", split.name,
         split.n_users, split.n_items, split.n_train, n_nodes,
@@ -127,42 +131,34 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     stopped = None
     nodes: set[int] | None = None
     for r in range(start, n_rounds + 1):
-        if dp is not None and dp.exhausted():
-            stopped = f"privacy budget: round {r} would exceed epsilon {dp.target:g}"
-            log.info("stopping: %s", stopped)
-            break
-        if sdp is not None and sdp.exhausted(r):
-            stopped = f"privacy budget: round {r} would exceed epsilon {sdp.target:g}"
+        if private is not None and (stopped := private.stop_reason(r)):
             log.info("stopping: %s", stopped)
             break
         t0 = time.time()
         # all nodes before the first round (deadline: timeout); later, whoever is connected
         nodes = await_nodes(grid, strategy, n_nodes, cfg.fed.timeout if nodes is None else 0.0,
                             nodes)
-        msgs = strategy.configure_train(r, _record(arrays), ConfigRecord(dict(flat)), grid)
+        msgs = list(strategy.configure_train(r, _record(arrays), ConfigRecord(dict(flat)), grid))
         replies, missing, nbytes = send_and_collect(grid, msgs, cfg.fed.timeout,
                                                     f"round {r} train")
-        replies = _ok(replies, "train")
+        # a node that did not answer is `missing` (named by send_and_collect), not `rejected`
+        replies, rejected = screen_replies(len(msgs) - len(missing), replies,
+                                           _reply_rules(cfg, split, arrays, n_nodes))
+        if not replies:
+            raise RuntimeError("train: every node failed (see the warnings above)")
         train_sums = dict(sum_metrics([m.content for m in replies], "num-examples"))
-        if dp is not None:
-            replies = [_single_reply(dp.aggregate(r, arrays, replies))]
         weighted = [m for m in replies if float(m.content["metrics"]["num-examples"]) > 0]
         if weighted:
             agg, _ = strategy.aggregate_train(r, weighted)
             if agg is not None:
                 arrays = {k: a.numpy() for k, a in agg.items()}
-        row: dict[str, Any] = {
-            "round": r,
-            "users": int(train_sums.get("users", 0)),
-            "train_loss": train_sums.get("loss-sum", 0.0) / max(train_sums.get("users", 0), 1.0),
-            "missing": len(missing),
-            "train_bytes": nbytes,
-        }
-        if dp is not None:
-            eps = dp.epsilon()
-            row["epsilon"], row["epsilon_rdp"] = eps["prv"], eps["rdp"]
-        if sdp is not None:  # worst user over all nodes: max of the nodes' worst users
-            eps = sdp.observe(r, [m.content["metrics"] for m in replies])
+        row: dict[str, Any] = {"round": r, "rejected": rejected, "missing": len(missing),
+                               "train_bytes": nbytes}
+        if "users" in train_sums:  # DP replies carry no count and no loss
+            row["users"] = int(train_sums["users"])
+            row["train_loss"] = train_sums.get("loss-sum", 0.0) / max(train_sums["users"], 1.0)
+        if private is not None:
+            eps = private.epsilon()
             row["epsilon"], row["epsilon_rdp"] = eps["prv"], eps["rdp"]
         if r % cfg.fed.eval_every == 0 or r == n_rounds:
             parts = eval_parts(split, final=r == n_rounds)
@@ -183,8 +179,6 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
                 "random": random.getstate(),
                 "rows": rows,
                 "config": config_identity(cfg),
-                "dp": dp.accountant.state_dict() if dp is not None else None,
-                "sdp": sdp.state_dict() if sdp is not None else None,
             },
         )
         checkpoint.prune(out / CKPT_DIR, keep=2)
@@ -217,7 +211,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
         "final": {k: final[k] for k in EVAL_FIELDS if final.get(k, "") != ""},
         "validation": {k[len(VALID):]: valid[k] for k in VAL_KEYS if valid.get(k, "") != ""},
         "baselines": {"popularity": popularity},
-        "privacy": dp.summary() if dp is not None else sdp.summary() if sdp is not None else {
+        "privacy": private.privacy_summary() if private is not None else {
             "mode": cfg.privacy.privacy, "epsilon": None, "delta": None},
         "stopped": stopped,
         "timing": {
@@ -230,11 +224,21 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     return summary
 
 
-def _single_reply(arrays: dict[str, np.ndarray]) -> Message:
-    """A reply carrying an already-aggregated update, for the strategy to post-process."""
-    content = RecordDict({"arrays": _record(arrays),
-                          "metrics": MetricRecord({"num-examples": 1.0})})
-    return Message(content=content, dst_node_id=0, message_type=MessageType.TRAIN)
+def _reply_rules(cfg: Config, split: Any, arrays: dict[str, np.ndarray],
+                 n_nodes: int) -> ReplyRules:
+    """What a valid train reply carries this round (see ``server.replies``)."""
+    extra = {ITEM_WEIGHT_KEY: (split.n_items,)} if cfg.fed.strategy == ITEM_WEIGHTED else {}
+    if cfg.privacy.privacy != "user":  # num-examples: training positives
+        return ReplyRules(arrays, extra, float(split.n_train), cfg.fed.max_update_norm)
+    # user-level DP: a reply is the node's sum of clipped user updates with num-examples 1,
+    # so its norm is at most C times the node's user count; under secure aggregation it is
+    # masked (uniform in the quantisation group) and only the total can be checked
+    zero = {k: np.zeros_like(v) for k, v in arrays.items()}
+    if cfg.privacy.dp_trust == "secagg":
+        return ReplyRules(zero, extra, 1.0, math.inf, dtype_kind="i")
+    node_users = max(len(u) for u in partition_users(split.n_users, n_nodes))
+    # (1e-5: the clip is applied in float32)
+    return ReplyRules(zero, extra, 1.0, cfg.privacy.clip_norm * node_users * (1 + 1e-5))
 
 
 def _evaluate(
@@ -261,8 +265,11 @@ def config_identity(cfg: Config) -> dict[str, Any]:
 
 
 def _progress(row: dict[str, Any], n_rounds: int) -> str:
-    parts = [f"round {row['round']:>3}/{n_rounds}", f"loss {row['train_loss']:.4f}",
-             f"users {row['users']}"]
+    parts = [f"round {row['round']:>3}/{n_rounds}"]
+    if "train_loss" in row:
+        parts += [f"loss {row['train_loss']:.4f}", f"users {row['users']}"]
+    if "epsilon" in row:
+        parts.append(f"epsilon {row['epsilon']:.3f}")
     for key, label in (("val-hr@10", "val HR@10"), ("val-auc", "val AUC"), ("val-acc", "val ACC"),
                        ("hr@10", "HR@10"), ("ndcg@10", "NDCG@10"), ("auc", "AUC"),
                        ("acc", "ACC"), ("f1", "F1")):

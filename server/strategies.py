@@ -12,7 +12,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 from flwr.serverapp import strategy as S
 
-from fedrec.config import Config
+from fedrec.config import STRATEGY_NAMES, Config
 from fedrec.models.base import ITEM_TABLE
 from fedrec.node import ITEM_WEIGHT_KEY
 
@@ -93,6 +93,11 @@ STRATEGIES: dict[str, tuple[type, Callable[[Config], dict[str, Any]]]] = {
     "multikrum": (S.MultiKrum, lambda c: {}),
     "bulyan": (S.Bulyan, lambda c: {}),
 }
+
+
+if set(STRATEGIES) != set(STRATEGY_NAMES):  # config validation names the same strategies
+    raise ImportError(f"server.strategies and fedrec.config.STRATEGY_NAMES disagree: "
+                      f"{sorted(set(STRATEGIES) ^ set(STRATEGY_NAMES))}")
 
 
 def build_strategy(cfg: Config, n_nodes: int) -> S.Strategy:

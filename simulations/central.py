@@ -12,7 +12,6 @@ epoch; others on the test part. Writes ``config.json``, ``metrics.csv`` and ``su
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
@@ -25,6 +24,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from fedrec import rundir  # noqa: E402
+from fedrec.cli import ArgumentParser, error_line, guarded  # noqa: E402
 from fedrec.config import Config, ConfigError, as_dict, load_toml, parse_override  # noqa: E402
 from fedrec.data.errors import DataError  # noqa: E402
 
@@ -82,8 +82,9 @@ def run(cfg: Config) -> dict:
     return summary
 
 
+@guarded
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("config", help="experiment TOML (flat kebab-case keys)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a setting (repeatable)")
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = Config.from_flat(flat, source=args.config)
         summary = run(cfg)
     except (ConfigError, DataError, ValueError) as exc:
-        print(f"error: {exc}".replace("\n", "; "), file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     print(f"done: {summary['final']} -> {Path(cfg.run.out) / 'summary.json'}")
     return 0

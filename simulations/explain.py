@@ -36,6 +36,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from fedrec import checkpoint, node  # noqa: E402
+from fedrec.cli import ArgumentParser, UsageError, error_line, guarded  # noqa: E402
 from fedrec.config import Config, ConfigError  # noqa: E402
 from fedrec.data.errors import DataError  # noqa: E402
 from fedrec.data.partition import num_partitions, partition_users  # noqa: E402
@@ -49,10 +50,6 @@ from fedrec.explain import (  # noqa: E402
 from fedrec.params import check_shared  # noqa: E402
 
 CKPT_DIR = "checkpoints"  # as server.loop writes it (simulations may not need server here)
-
-
-class UsageError(Exception):
-    """Bad input: reported as one ``error:`` line, exit status 2."""
 
 
 def load_run(run_dir: Path, round_: int | None, data_dir: str | None):
@@ -103,8 +100,9 @@ def node_state(cfg: Config, model, run_dir: Path, state_root: str | None, pid: i
     return state
 
 
+@guarded
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run directory (launch.py --out)")
     parser.add_argument("--user", type=int, required=True, help="global user id")
     parser.add_argument("--k", type=int, default=10, help="items to recommend (default 10)")
@@ -130,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(max(1, args.threads))
         return explain_cli(args)
     except (UsageError, ConfigError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
 
 

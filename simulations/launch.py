@@ -9,7 +9,6 @@ directory: ``config.json``, ``metrics.csv`` (a row per round), ``summary.json``,
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from fedrec.cli import ArgumentParser, error_line, guarded  # noqa: E402
 from fedrec.config import Config, ConfigError, load_toml, parse_override  # noqa: E402
 from fedrec.data.errors import DataError  # noqa: E402
 
@@ -98,8 +98,9 @@ def run(cfg: Config, num_cpus: int | None = None, ray_address: str | None = None
     return json.loads(summary_path.read_text())
 
 
+@guarded
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", nargs="?", help="experiment TOML (flat kebab-case keys)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override one setting (repeatable)")
@@ -118,14 +119,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = build_config(args.config, overrides, args.out)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     log.info("run directory: %s", cfg.run.out)
     try:
         summary = run(cfg, args.cpus, args.ray_address)
     except (ConfigError, DataError) as exc:  # bad input: a clear message, no traceback
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C reaches this thread, but the ServerApp runs in a non-daemon thread of the
+        # simulation that the interpreter would wait for at exit: end the process now (Ray's
+        # processes stop when their driver is gone). The run resumes from its last checkpoint.
+        print(f"interrupted; run again with --out {cfg.run.out} to resume", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     keys = ("auc", "acc", "f1") if "auc" in summary["baselines"]["popularity"] else (
         "hr@10", "ndcg@10")
 

@@ -24,7 +24,6 @@ interrupted point resumes from its last checkpoint (the launcher resumes). Resul
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -41,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from fedrec.cli import ArgumentParser, error_line, guarded, preflight  # noqa: E402
 from fedrec.config import Config, ConfigError  # noqa: E402
 from fedrec.data.errors import DataError  # noqa: E402
 from fedrec.privacy.sample_level import check_supported  # noqa: E402
@@ -201,6 +201,8 @@ def run_sweep(
     out = Path(out)
     points = plan(epsilons, seeds)
     configs = {p: point_config(config_path, overrides, out, p, mode) for p in points}
+    if not dry_run:  # every point's data, before the first point trains
+        preflight(configs.values())
     runner = runner or _default_runner(cpus)
     rows: list[dict[str, Any]] = []
     durations: list[float] = []
@@ -396,8 +398,9 @@ def plot(path: Path, rows: list[dict[str, Any]], mode: str) -> None:
     plt.close(fig)
 
 
+@guarded
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", nargs="?", help="experiment TOML (flat kebab-case keys)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override one setting for every point")
@@ -425,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         run_sweep(args.config, overrides, args.out, epsilons, seeds, args.mode,
                   runner=_default_runner(args.cpus, args.engine), dry_run=args.dry_run)
     except (ConfigError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 2
     return 0
 

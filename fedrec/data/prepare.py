@@ -24,11 +24,12 @@ from fedrec.data.schema import LabeledPairs, SplitData
 from fedrec.data.split import leave_one_out, ncf_split
 from fedrec.data.split_cold import cold_items_split
 from fedrec.data.split_ctr import ctr_split
+from fedrec.data.split_tune import tuning_holdout
 from fedrec.data.synthetic import generate
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("loo", "ncf", "ctr", "cold-items")
+SPLITS = ("loo", "ncf", "ncf-tune", "ctr", "cold-items")
 #: Positive threshold of the ``ctr`` split per dataset (MKR / KGCN ``preprocess.py``: a rating
 #: ``>= threshold`` is a positive; Last.FM listening counts are all positives).
 CTR_THRESHOLDS = {
@@ -59,6 +60,30 @@ _MATRIX = _SIDE + "matrix."
 _CACHE: dict[tuple, SplitData] = {}
 
 
+def check_split_settings(dataset: str, split: str, num_test_negatives: int) -> None:
+    """Raise ``ValueError`` naming the setting when ``dataset`` / ``split`` /
+    ``test-negatives`` do not go together (called by config validation, before any work)."""
+    if split not in SPLITS:
+        raise ValueError(f"setting `split` must be one of {', '.join(SPLITS)}; got {split!r}")
+    if dataset not in LOADERS:
+        raise ValueError(f"unknown dataset {dataset!r}; known datasets: {', '.join(LOADERS)}")
+    if split.startswith("ncf") and dataset != "ml-1m":
+        raise ValueError(
+            f'setting `split` = "{split}" (the published NCF test files) only exists for dataset '
+            f'"ml-1m", not {dataset!r}; use split = "loo"'
+        )
+    if split.startswith("ncf") and num_test_negatives != 99:
+        raise ValueError(
+            f'setting `split` = "{split}" has exactly 99 negatives per user, as the published '
+            f"NCF files; test-negatives={num_test_negatives} is not possible"
+        )
+    if split == "ctr" and dataset not in CTR_THRESHOLDS:
+        raise ValueError(
+            f'setting `split` = "ctr" labels ratings >= a per-dataset threshold as positives; '
+            f"dataset {dataset!r} has none (datasets with one: {', '.join(CTR_THRESHOLDS)})"
+        )
+
+
 def prepare_split(
     dataset: str,
     split: str = "loo",
@@ -73,8 +98,9 @@ def prepare_split(
     ----------
     dataset : str
         ``synthetic``, ``ml-100k``, ``ml-1m``, ``ml-latest-small`` or ``lastfm``.
-    split : {"loo", "ncf", "ctr", "cold-items"}
-        Leave-one-out with sampled negatives, the published NCF split (``ml-1m`` only), the
+    split : {"loo", "ncf", "ncf-tune", "ctr", "cold-items"}
+        Leave-one-out with sampled negatives, the published NCF split (``ml-1m`` only), its
+        tuning split (:func:`fedrec.data.split_tune.tuning_holdout`: no NCF test rows), the
         MKR / KGCN click-through split (:func:`fedrec.data.split_ctr.ctr_split`, positive
         threshold from :data:`CTR_THRESHOLDS`) or the cold-items split
         (:func:`fedrec.data.split_cold.cold_items_split`, :data:`COLD_FRACTION` of the items).
@@ -100,25 +126,7 @@ def prepare_split(
     DataError
         Missing or malformed data.
     """
-    if split not in SPLITS:
-        raise ValueError(f"setting `split` must be one of {', '.join(SPLITS)}; got {split!r}")
-    if dataset not in LOADERS:
-        raise ValueError(f"unknown dataset {dataset!r}; known datasets: {', '.join(LOADERS)}")
-    if split == "ncf" and dataset != "ml-1m":
-        raise ValueError(
-            f'setting `split` = "ncf" (the published NCF test files) only exists for dataset '
-            f'"ml-1m", not {dataset!r}; use split = "loo"'
-        )
-    if split == "ncf" and num_test_negatives != 99:
-        raise ValueError(
-            'setting `split` = "ncf" has exactly 99 published negatives per user; '
-            f"num_test_negatives={num_test_negatives} is not possible"
-        )
-    if split == "ctr" and dataset not in CTR_THRESHOLDS:
-        raise ValueError(
-            f'setting `split` = "ctr" labels ratings >= a per-dataset threshold as positives; '
-            f"dataset {dataset!r} has none (datasets with one: {', '.join(CTR_THRESHOLDS)})"
-        )
+    check_split_settings(dataset, split, num_test_negatives)
     if synthetic and dataset != "synthetic":
         raise ValueError(
             f"setting `synthetic` applies to dataset 'synthetic' only, not {dataset!r}"
@@ -130,6 +138,8 @@ def prepare_split(
         return _CACHE[key]
     if split == "ncf":
         result = ncf_split(root, seed=seed)
+    elif split == "ncf-tune":
+        result = tuning_holdout(ncf_split(root, seed=seed), seed)
     else:
         if dataset == "synthetic":
             inter = generate(**{"seed": seed, **(synthetic or {})})

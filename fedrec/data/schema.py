@@ -104,6 +104,9 @@ class SplitData:
     ctr_valid, ctr_test : LabeledPairs, optional
         Click-through validation and test rows (``split = "ctr"``); then ``test_items`` is
         all -1 and ``test_negatives`` has 0 columns.
+    fake_users : int
+        The last ``fake_users`` users are simulated attackers (``fedrec.attacks``): no test
+        item, never evaluated; nodes host them among their normal users.
     """
 
     name: str
@@ -122,6 +125,7 @@ class SplitData:
     ctr_valid: LabeledPairs | None = None
     ctr_test: LabeledPairs | None = None
     negative_pool: np.ndarray | None = None
+    fake_users: int = 0
 
     @property
     def protocol(self) -> str:

@@ -93,7 +93,7 @@ class _View:
 
 
 def _evaluate_view(view: _View, split: SplitData, ks: tuple[int, ...], full: bool,
-                   explicit: bool, chunk: int = 1024) -> dict[str, float]:
+                   explicit: bool, chunk: int = 1024, target: int = -1) -> dict[str, float]:
     users = view.users
     has_test = split.test_items[users] >= 0
     pos_all = np.nonzero(has_test)[0]
@@ -103,7 +103,9 @@ def _evaluate_view(view: _View, split: SplitData, ks: tuple[int, ...], full: boo
     explicit = explicit and split.test_ratings is not None
     if explicit:
         sums["sse"] = 0.0
-    chunk = min(chunk, view.users_per_call(split.n_items if full else
+    if target >= 0:
+        sums[f"er@{EXPOSURE_K}"] = 0.0
+    chunk = min(chunk, view.users_per_call(split.n_items if full or target >= 0 else
                                            1 + split.test_negatives.shape[1]))
     for lo in range(0, len(pos_all), chunk):
         pos = pos_all[lo : lo + chunk]
@@ -115,9 +117,12 @@ def _evaluate_view(view: _View, split: SplitData, ks: tuple[int, ...], full: boo
             sums[k] += v
         if explicit:
             sums["sse"] += float(((s[:, 0] - split.test_ratings[u]) ** 2).sum())
-        if full:
+        if full or target >= 0:
             all_items = np.broadcast_to(np.arange(split.n_items), (len(pos), split.n_items))
             s_all = view.scores(pos, np.ascontiguousarray(all_items))
+        if target >= 0:
+            sums[f"er@{EXPOSURE_K}"] += float(exposed(s_all, u, split, target).sum())
+        if full:
             rank = full_ranks(s_all, u, split)
             sums[f"recall@{FULL_K}"] += float((rank < FULL_K).sum())
             sums[f"ndcg@{FULL_K}-full"] += float(
@@ -140,6 +145,25 @@ def full_ranks(scores: np.ndarray, users: np.ndarray, split: SplitData) -> np.nd
     cols = np.concatenate([split.user_items(int(v)) for v in users]) if len(users) else rows
     beats[rows, cols] = False
     return beats.sum(axis=1).astype(np.int64)
+
+
+EXPOSURE_K = 10
+
+
+def exposed(scores: np.ndarray, users: np.ndarray, split: SplitData, target: int,
+            k: int = EXPOSURE_K) -> np.ndarray:
+    """Whether ``target`` is in each user's top-``k`` over the items it has not trained on
+    (full ranking; ties count against the target; a user who trained on it is not exposed).
+    The exposure ratio ER@k is the mean over normal users with a test item."""
+    s = np.array(scores, dtype=np.float64, copy=True)
+    counts = np.diff(split.train_indptr)[users]
+    rows = np.repeat(np.arange(len(users)), counts)
+    cols = np.concatenate([split.user_items(int(v)) for v in users]) if len(users) else rows
+    s[rows, cols] = -np.inf
+    st = s[:, target]
+    beats = s >= st[:, None]
+    beats[:, target] = False
+    return (beats.sum(axis=1) < k) & np.isfinite(st)
 
 
 VALID = "val-"  # key prefix of the validation part's sums and metrics
@@ -192,11 +216,13 @@ def evaluate_parts(
     full: bool = False,
     explicit: bool = False,
     ks: tuple[int, ...] = (10,),
+    target: int = -1,
 ) -> dict[str, float]:
     """Metric sums of ``users`` on each of ``parts``: ``test`` keys as they are, ``valid`` keys
     prefixed ``val-``. Ranking splits give HR/NDCG (and full-ranking, RMSE) sums and ``count``;
     click-through splits :func:`fedrec.eval.ctr.ctr_sums`. ``user_params`` are the private
-    rows aligned with ``users``, or the users' locally fine-tuned tables."""
+    rows aligned with ``users``, or the users' locally fine-tuned tables. ``target`` >= 0 adds
+    the sum of :func:`exposed` (``er@10``: the target in the user's full-ranking top-10)."""
     if isinstance(user_params, list):
         views = [_View(model, shared, t.users, t.user, t) for t in user_params]
     else:
@@ -209,7 +235,8 @@ def evaluate_parts(
             if sp.protocol == "ctr":
                 sums = _evaluate_ctr(view, sp)
             else:
-                sums = _evaluate_view(view, sp, ks, full, explicit and part == "test")
+                sums = _evaluate_view(view, sp, ks, full, explicit and part == "test",
+                                      target=target)
             for k, v in sums.items():
                 out[prefix + k] = out.get(prefix + k, 0.0) + v
     return out

@@ -1,100 +1,97 @@
-"""Numerical pieces of user-level DP-FedAvg: clipping, seeded Gaussian noise, Poisson sampling.
+"""Numerical pieces of user-level DP-FedAvg: secret randomness, Poisson sampling, Gaussian noise.
 
-Pure torch/numpy, no Flower. The server (or the aggregating node) uses them as follows:
+Pure numpy, no Flower. Used as follows (DESIGN section 5):
 
-1. :func:`poisson_sample` decides, per user and round, whether the user takes part. The decision
-   depends only on ``(seed, round, user_id)``, so any split of users across nodes gives the same
-   cohort.
-2. Each sampled user's update of the shared parameters is scaled by
-   :func:`per_user_clip_factors` (factor ``min(1, C / ||delta_u||)``) and summed.
-3. :func:`noisy_mean` adds ``N(0, z^2 C^2)`` once to the sum and divides by the fixed expected
-   cohort size ``qN`` (not the realised size, which would leak it).
+1. :func:`dp_participants` decides, on the node that hosts the users, which of them take part in
+   a round: each independently with probability ``q`` (Poisson sampling, as the accountant
+   assumes), from :func:`secret_rng`.
+2. Each sampled user's update of the shared parameters is clipped to ``C`` and summed on the
+   node (:mod:`fedrec.train.cohort`).
+3. :func:`gaussian_noise` draws ``N(0, std^2)`` from :func:`secret_rng`: the server adds
+   ``N(0, z^2 C^2)`` once to the total (``dp-trust = server``), or each of ``n`` nodes adds
+   ``N(0, z^2 C^2 / n)`` to its own sum before secure aggregation (``dp-trust = secagg``,
+   :mod:`fedrec.privacy.secagg`); the total is divided by the fixed expected count ``qN``.
 
-Notes
------
-The noise comes from torch's (non-cryptographic) CPU generator (Mersenne Twister) in float64 and is
-reproducible from ``(seed, round)``; that is right for research runs and audits. A deployment
-would need a secret seed and a secure, floating-point-safe sampler (cf. Mironov 2012).
+**Secret randomness.** The run ``seed`` is published (``config.json``, ``summary.json``), so
+nothing that protects privacy may derive from it: with the seed an attacker regenerates the
+noise and predicts every cohort (then sampling amplifies nothing). :func:`secret_rng` keys a
+Philox generator (a counter-based generator built from a block cipher, Salmon et al. 2011) with
+128 bits of OS entropy (``secrets``), drawn afresh for every use and never stored. A debug
+``dp-seed >= 0`` keys it by ``(dp-seed, stream, keys)`` instead: runs become reproducible and the
+run says in ``summary.json`` that it is not private. Philox is not a certified CSPRNG and the
+sampler is the usual floating-point Gaussian (Mironov 2012's attack on the low bits of
+floating-point noise is not addressed).
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import math
+import secrets
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from fedrec import rng
 
-logger = logging.getLogger(__name__)
-
 __all__ = [
-    "NOISE_STREAM",
-    "gaussian_noise_like",
-    "noisy_mean",
-    "per_user_clip_factors",
-    "poisson_sample",
+    "DP_NOISE",
+    "DP_PARTICIPATION",
+    "DP_SECAGG",
+    "dp_participants",
+    "gaussian_noise",
+    "secret_rng",
 ]
 
-#: Stream key of the DP noise seeds in :mod:`fedrec.rng`.
-NOISE_STREAM = rng.NOISE
+#: Streams of the debug ``dp-seed`` keys (never used with OS entropy).
+DP_NOISE = rng.NOISE
+DP_PARTICIPATION = 105
+DP_SECAGG = 106
 
 
-def _noise_seed(seed: int, round: int, name: str) -> int:
-    """63-bit torch seed from the counter-based hash of ``(seed, stream, round, name)``."""
-    name_word = int.from_bytes(
-        hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "little"
-    )
-    word = rng.hash64(seed, NOISE_STREAM, round, name_word >> 1)
-    return int(word) & ((1 << 63) - 1)
-
-
-def per_user_clip_factors(sq_norms: Tensor, clip: float) -> Tensor:
-    """Per-user clipping factors ``min(1, C / ||delta_u||)``.
+def secret_rng(dp_seed: int, stream: int, *keys: int) -> np.random.Generator:
+    """A generator for DP randomness: OS entropy, or the debug ``dp-seed``.
 
     Parameters
     ----------
-    sq_norms : torch.Tensor
-        ``(n_users,)`` squared L2 norms of each user's whole update of the shared parameters.
-    clip : float
-        Clipping bound ``C > 0``.
-
-    Returns
-    -------
-    torch.Tensor
-        ``(n_users,)`` factors in ``(0, 1]``, same dtype and device as ``sq_norms``; users with a
-        zero update get 1. Computed in float64 so ``factor * norm <= C (1 + 1e-12)``.
+    dp_seed : int
+        ``< 0``: 128 bits from :mod:`secrets` (the private mode); ``>= 0``: the generator is a
+        function of ``(dp_seed, stream, *keys)`` (debug runs; not private).
+    stream, keys : int
+        What the randomness is for (only used with a debug ``dp-seed``).
     """
-    clip = float(clip)
-    if not (clip > 0 and math.isfinite(clip)):
-        raise ValueError(f"clip must be finite and > 0, got {clip}")
-    sq = sq_norms.detach().to(torch.float64)
-    if sq.numel() and not bool(torch.isfinite(sq).all() and (sq >= 0).all()):
-        raise ValueError("squared norms must be finite and non-negative")
-    norms = sq.sqrt()
-    # C / 0 = inf -> clamped to 1
-    factors = torch.clamp(clip / norms, max=1.0)
-    return factors.to(dtype=sq_norms.dtype if sq_norms.is_floating_point() else torch.float64)
+    if dp_seed < 0:
+        key = secrets.randbits(128)
+    else:
+        key = int(rng.hash64(dp_seed, stream, *keys)) | (int(rng.hash64(dp_seed, stream, *keys,
+                                                                        1)) << 64)
+    return np.random.Generator(np.random.Philox(key=key))
 
 
-def gaussian_noise_like(
-    shapes: Mapping[str, Sequence[int]],
-    std: float,
-    seed: int,
-    round: int,
-    *,
-    device: torch.device | str | None = None,
-) -> dict[str, Tensor]:
-    """Seeded ``N(0, std^2)`` float64 noise for named tensors.
+def dp_participants(users: np.ndarray, q: float, round_: int, dp_seed: int) -> np.ndarray:
+    """Users of ``users`` taking part in ``round_``: each independently with probability ``q``.
 
-    Each tensor gets its own ``torch.Generator`` seeded from a counter-based hash of
-    ``(seed, round, name)``, so the noise of one tensor does not depend on which other tensors are
-    requested or in which order. Noise is drawn on the CPU (reproducible across devices) and then
-    moved to ``device``.
+    With OS entropy nobody (the server, a reader of the run directory) can predict the cohort,
+    which is what the amplification by sampling in the accountant assumes. With a debug
+    ``dp-seed`` the draw of user ``u`` is ``rng.uniform(dp_seed, DP_PARTICIPATION, round, u)``,
+    so any split of users across nodes gives the same cohort (tests).
+    """
+    users = np.asarray(users, dtype=np.int64)
+    q = float(q)
+    if not (0.0 <= q <= 1.0):
+        raise ValueError(f"q must be in [0, 1], got {q}")
+    if q >= 1.0:
+        return users
+    if dp_seed >= 0:
+        u = rng.uniform(dp_seed, DP_PARTICIPATION, round_, users)
+    else:
+        u = secret_rng(dp_seed, DP_PARTICIPATION).random(len(users))
+    return users[u < q]
+
+
+def gaussian_noise(
+    shapes: Mapping[str, Sequence[int]], std: float, gen: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """``N(0, std^2)`` float64 noise for named tensors, drawn in sorted name order from ``gen``.
 
     Parameters
     ----------
@@ -102,120 +99,15 @@ def gaussian_noise_like(
         Tensor names and shapes.
     std : float
         Standard deviation (``0`` gives zeros).
-    seed : int
-        Run seed.
-    round : int
-        Round number.
-    device : torch.device or str, optional
-        Where to put the result (CPU by default).
-
-    Returns
-    -------
-    dict of str to torch.Tensor
-        float64 noise tensors.
+    gen : numpy.random.Generator
+        From :func:`secret_rng`.
     """
     std = float(std)
     if not (std >= 0 and math.isfinite(std)):
         raise ValueError(f"std must be finite and >= 0, got {std}")
-    out: dict[str, Tensor] = {}
-    for name, shape in shapes.items():
-        shape = tuple(int(s) for s in shape)
-        if std == 0.0:
-            noise = torch.zeros(shape, dtype=torch.float64)
-        else:
-            gen = torch.Generator(device="cpu")
-            gen.manual_seed(_noise_seed(seed, round, name))
-            noise = torch.randn(shape, generator=gen, dtype=torch.float64).mul_(std)
-        out[name] = noise if device is None else noise.to(device)
-    return out
-
-
-def noisy_mean(
-    sum_update: Mapping[str, Tensor],
-    noise_multiplier: float,
-    clip: float,
-    expected_count: float,
-    seed: int,
-    round: int,
-) -> dict[str, Tensor]:
-    """DP-FedAvg aggregate ``(sum + N(0, z^2 C^2)) / (qN)``.
-
-    Parameters
-    ----------
-    sum_update : mapping of str to torch.Tensor
-        Sum over sampled users of their clipped updates.
-    noise_multiplier : float
-        ``z``.
-    clip : float
-        Clipping bound ``C``.
-    expected_count : float
-        Fixed denominator ``qN`` (expected cohort size), independent of the realised cohort.
-    seed : int
-        Run seed.
-    round : int
-        Round number (noise differs per round, reproducible per ``(seed, round)``).
-
-    Returns
-    -------
-    dict of str to torch.Tensor
-        Noisy mean update, each tensor with the dtype and device of the corresponding sum (noise
-        added in float64).
-    """
-    z, clip, expected_count = float(noise_multiplier), float(clip), float(expected_count)
-    if not (z >= 0 and math.isfinite(z)):
-        raise ValueError(f"noise_multiplier must be finite and >= 0, got {z}")
-    if not (clip > 0 and math.isfinite(clip)):
-        raise ValueError(f"clip must be finite and > 0, got {clip}")
-    if not (expected_count > 0 and math.isfinite(expected_count)):
-        raise ValueError(f"expected_count must be finite and > 0, got {expected_count}")
-    if z == 0.0:
-        logger.debug("noisy_mean with noise_multiplier=0: no privacy")
-    noise = gaussian_noise_like(
-        {k: tuple(v.shape) for k, v in sum_update.items()}, z * clip, seed, round
-    )
-    out: dict[str, Tensor] = {}
-    for name, total in sum_update.items():
-        noisy = total.detach().to(torch.float64) + noise[name].to(total.device)
-        out[name] = (noisy / expected_count).to(total.dtype)
-    return out
-
-
-def poisson_sample(
-    user_ids: np.ndarray | Tensor | Sequence[int], q: float, seed: int, round: int
-) -> np.ndarray | Tensor:
-    """Independent Poisson sampling of users with rate ``q``.
-
-    User ``u`` is sampled in round ``r`` iff ``fedrec.rng.uniform(seed, PARTICIPATION, r, u) < q``:
-    53 bits of a SplitMix64 hash chain of the keys, the same participation stream as
-    :func:`fedrec.data.partition.participants`. The decision depends on nothing else, so
-    sampling any partition of the ids (in any order, on any node) gives the same cohort.
-
-    Parameters
-    ----------
-    user_ids : numpy.ndarray, torch.Tensor or sequence of int
-        Integer user ids (any shape).
-    q : float
-        Sampling rate in ``[0, 1]``.
-    seed : int
-        Run seed.
-    round : int
-        Round number.
-
-    Returns
-    -------
-    numpy.ndarray or torch.Tensor
-        Boolean mask of the same shape; a ``torch.bool`` tensor on the same device if
-        ``user_ids`` is a tensor, else a numpy array.
-    """
-    q = float(q)
-    if not (0.0 <= q <= 1.0):
-        raise ValueError(f"q must be in [0, 1], got {q}")
-    is_tensor = isinstance(user_ids, Tensor)
-    ids = user_ids.detach().cpu().numpy() if is_tensor else np.asarray(user_ids)
-    if ids.size and not np.issubdtype(ids.dtype, np.integer):
-        raise TypeError(f"user_ids must be integers, got dtype {ids.dtype}")
-    u = rng.uniform(seed, rng.PARTICIPATION, round, ids.astype(np.int64, copy=False))
-    mask = np.asarray(u < q, dtype=bool).reshape(ids.shape)
-    if is_tensor:
-        return torch.from_numpy(mask).to(user_ids.device)
-    return mask
+    out: dict[str, np.ndarray] = {}
+    for name in sorted(shapes):
+        shape = tuple(int(s) for s in shapes[name])
+        out[name] = (gen.standard_normal(shape) * std if std > 0
+                     else np.zeros(shape, dtype=np.float64))
+    return {name: out[name] for name in shapes}

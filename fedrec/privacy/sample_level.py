@@ -21,7 +21,7 @@ the config and the data). With ``target-epsilon`` set (and ``noise-multiplier`` 
 smallest ``sigma`` such that *every* user of the dataset, taking part in all ``num-rounds``
 rounds, meets the target: the user with the largest ``q`` (the smallest data, usually ``q = 1``,
 i.e. no amplification at all) is tried first, then every distinct ``(q, steps)`` history is
-checked with :meth:`SampleLevelAccounting.worst_epsilon` and ``sigma`` is raised for any user
+checked with :func:`fedrec.privacy.calibration.worst_epsilon` and ``sigma`` is raised for any user
 that would still exceed it. (For ``q * S ~ 1`` per epoch, a smaller ``q`` means more
 amplification, so the largest-``q`` user is the worst in practice; the check makes it certain.)
 
@@ -41,43 +41,29 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
 
 from fedrec.config import Config, ConfigError, TrainConfig
 from fedrec.data.partition import participants
 from fedrec.data.schema import SplitData
-from fedrec.privacy.accounting import (
-    DEFAULT_EPS_ERROR,
-    compute_epsilons,
-    default_delta,
-    noise_for_target,
-)
+from fedrec.privacy.analysis import DEFAULT_EPS_ERROR, default_delta
+from fedrec.privacy.calibration import noise_for_target_worst_user, worst_epsilon
 from fedrec.train.examples import examples_per_positive
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "EPS_KEY",
-    "EPS_RDP_KEY",
     "SampleLevelPrivacy",
     "check_supported",
-    "epsilon_metrics",
     "node_worst_epsilon",
-    "noise_for_target_worst_user",
     "participation_counts",
     "per_user_rates",
     "resolve_noise_multiplier",
     "sample_delta",
 ]
-
-#: Metric keys of a node's worst-user epsilon (PRV headline, RDP bound) in train replies.
-EPS_KEY = "dp-epsilon"
-EPS_RDP_KEY = "dp-epsilon-rdp"
 
 
 def per_user_rates(n_pos: np.ndarray, tc: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -145,167 +131,6 @@ def _distinct_rates(q: np.ndarray, steps: np.ndarray) -> list[tuple[float, int]]
     return sorted({(float(a), int(b)) for a, b in zip(q.tolist(), steps.tolist(), strict=True)})
 
 
-#: Orders of the fast RDP bound used to rank and prune histories (integers are cheap in opacus;
-#: fractional orders cost ~5 ms each).
-_PROXY_ORDERS: tuple[float, ...] = (1.5, *range(2, 65), 80, 96, 128, 160, 192, 256, 384, 512)
-
-
-def _proxy_epsilon(sigma: float, q: float, steps: int, delta: float) -> float:
-    """A fast RDP upper bound on the epsilon of ``steps`` subsampled Gaussian steps.
-
-    Never below the true epsilon (it is an RDP bound); used only to rank and prune histories.
-    """
-    if steps == 0 or q == 0.0:
-        return 0.0
-    if sigma == 0.0:
-        return math.inf
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rdp = compute_rdp(q=q, noise_multiplier=sigma, steps=steps, orders=list(_PROXY_ORDERS))
-        eps, _ = get_privacy_spent(orders=list(_PROXY_ORDERS), rdp=rdp, delta=delta)
-    return float(eps)
-
-
-def _worst(
-    sigma: float, histories: Sequence[tuple[float, int]], delta: float, eps_error: float
-) -> tuple[dict[str, float], int, int]:
-    """Worst epsilons over single-segment histories ``(q, steps)`` at noise ``sigma``.
-
-    The accountants only run where needed: histories are visited by decreasing fast RDP bound
-    (an upper bound of the true epsilon), stopping once that bound is below both the largest
-    RDP epsilon found and the largest PRV epsilon found minus the PRV error (so a skipped
-    history can neither have a larger RDP epsilon nor a larger PRV estimate).
-
-    Returns
-    -------
-    (epsilons, i_prv, i_rdp)
-        ``{"prv", "rdp"}`` maxima and the indices of histories attaining them.
-    """
-    if not histories:
-        return {"prv": 0.0, "rdp": 0.0}, 0, 0
-    bound = [_proxy_epsilon(sigma, q, n, delta) for q, n in histories]
-    best = {"prv": -1.0, "rdp": -1.0}
-    arg = {"prv": 0, "rdp": 0}
-    for i in sorted(range(len(histories)), key=lambda j: bound[j], reverse=True):
-        if bound[i] < best["rdp"] and bound[i] + eps_error < best["prv"]:
-            break
-        eps = compute_epsilons([(sigma, *histories[i])], delta, eps_error)
-        for key in ("prv", "rdp"):
-            if eps[key] > best[key]:
-                best[key], arg[key] = eps[key], i
-    return best, arg["prv"], arg["rdp"]
-
-
-def _solve_sigma(
-    q: float, steps: int, target: float, delta: float, accountant: str, eps_error: float,
-    rtol: float = 1e-3,
-) -> float:
-    """Smallest sigma (within ``rtol``) with epsilon ``<= target`` for one history.
-
-    Like :func:`fedrec.privacy.accounting.noise_for_target`, but bracketed from the fast RDP
-    bound and refined by regula falsi (Illinois) on ``log epsilon`` against ``log sigma``, so a
-    subsampled history costs a handful of accountant calls instead of a dozen. Stops when the
-    bracket is within ``rtol`` or the budget is used to within ``2 rtol``.
-    """
-    if q == 1.0:  # closed form: cheap, use the reference bisection
-        return noise_for_target(target, delta, q, steps, accountant, eps_error=eps_error)
-
-    def f(sigma: float) -> float:  # log(eps / target); eps decreases with sigma
-        eps = compute_epsilons([(sigma, q, steps)], delta, eps_error)[accountant]
-        return math.log(max(eps, 1e-300) / target)
-
-    # an upper end from the cheap bound (which is never below the accountants' epsilon)
-    hi = 1.0
-    while _proxy_epsilon(hi, q, steps, delta) > target:
-        hi *= 2.0
-    while hi > 1e-3 and _proxy_epsilon(hi / 2.0, q, steps, delta) <= target:
-        hi /= 2.0
-    lo_p, hi_p = hi / 2.0, hi
-    while hi_p / lo_p - 1.0 > 0.02:  # cheap bisection of the bound to 2 %
-        mid = math.sqrt(lo_p * hi_p)
-        lo_p, hi_p = (lo_p, mid) if _proxy_epsilon(mid, q, steps, delta) <= target else (mid, hi_p)
-    hi = hi_p
-    f_hi = f(hi)
-    while f_hi > 0:  # the headline accountant above the bound: go up
-        hi *= 1.25
-        f_hi = f(hi)
-    lo = hi / 1.15  # the headline epsilon is rarely more than ~15 % of sigma below the bound
-    f_lo = f(lo)
-    while f_lo <= 0:
-        hi, f_hi = lo, f_lo
-        lo /= 1.15
-        f_lo = f(lo)
-    side = 0
-    while hi / lo - 1.0 > rtol and f_hi < math.log1p(-2 * rtol):
-        x_lo, x_hi = math.log(lo), math.log(hi)
-        x = x_hi - f_hi * (x_hi - x_lo) / (f_hi - f_lo)
-        x = min(max(x, x_lo + 0.01 * (x_hi - x_lo)), x_hi - 0.01 * (x_hi - x_lo))
-        mid = math.exp(x)
-        f_mid = f(mid)
-        if f_mid <= 0:
-            hi, f_hi = mid, f_mid
-            if side == 1:
-                f_lo /= 2.0
-            side = 1
-        else:
-            lo, f_lo = mid, f_mid
-            if side == -1:
-                f_hi /= 2.0
-            side = -1
-    return hi
-
-
-def noise_for_target_worst_user(
-    target_epsilon: float,
-    delta: float,
-    histories: Sequence[tuple[float, int]],
-    accountant: str = "prv",
-    *,
-    eps_error: float = DEFAULT_EPS_ERROR,
-) -> float:
-    """Smallest common noise multiplier with which *every* history meets the target.
-
-    Parameters
-    ----------
-    target_epsilon : float
-        Budget (``inf``: no noise, returns 0).
-    delta : float
-        Target delta.
-    histories : sequence of (q, steps)
-        One per distinct user: sample rate and total number of DP-SGD steps over the run.
-    accountant : {"prv", "rdp"}
-        Which epsilon must meet the target.
-    eps_error : float
-        PRV additive error.
-
-    Returns
-    -------
-    float
-        ``sigma`` with ``max_u epsilon_u(sigma) <= target_epsilon``.
-    """
-    hist = [(float(q), int(n)) for q, n in histories if q > 0 and n > 0]
-    if math.isinf(target_epsilon) or not hist:
-        return 0.0
-    if not target_epsilon > 0:
-        raise ValueError(f"target_epsilon must be > 0, got {target_epsilon}")
-    # start from the history with the largest fast bound at a typical sigma
-    cand = max(hist, key=lambda h: _proxy_epsilon(1.0, h[0], h[1], delta))
-    sigma = _solve_sigma(*cand, target_epsilon, delta, accountant, eps_error)
-    tried = {cand}
-    while True:
-        eps, i_prv, i_rdp = _worst(sigma, hist, delta, eps_error)
-        if eps[accountant] <= target_epsilon:
-            return sigma
-        cand = hist[i_prv if accountant == "prv" else i_rdp]
-        if cand in tried:  # tolerance of the solver only: nudge up
-            sigma *= 1.0 + 1e-3
-            continue
-        tried.add(cand)
-        log.info("sample-level calibration: the user with q=%.4g, %d steps is worse; raising "
-                 "sigma", cand[0], cand[1])
-        sigma = max(sigma, _solve_sigma(*cand, target_epsilon, delta, accountant, eps_error))
-
-
 _SIGMA_CACHE: dict[tuple, float] = {}
 
 
@@ -351,27 +176,15 @@ def node_worst_epsilon(
     hist = _distinct_rates(q, total)
     if not hist:
         return {"prv": 0.0, "rdp": 0.0, "user_id": None}
-    eps, i_prv, _ = _worst(float(sigma), hist, sample_delta(cfg, split), DEFAULT_EPS_ERROR)
+    eps, i_prv, _ = worst_epsilon(float(sigma), hist, sample_delta(cfg, split), DEFAULT_EPS_ERROR)
     hit = np.flatnonzero((q == hist[i_prv][0]) & (total == hist[i_prv][1]))
     return {"prv": eps["prv"], "rdp": eps["rdp"], "user_id": int(users[hit[0]])}
-
-
-def epsilon_metrics(
-    cfg: Config, split: SplitData, users: np.ndarray, round_: int, sigma: float
-) -> dict[str, float]:
-    """A node's train-reply metrics: its worst user's epsilons after ``round_`` rounds.
-
-    The server takes the maximum over nodes (:meth:`SampleLevelPrivacy.observe`).
-    """
-    worst = node_worst_epsilon(cfg, split, users, round_, sigma)
-    return {EPS_KEY: float(worst["prv"]), EPS_RDP_KEY: float(worst["rdp"])}
 
 
 class SampleLevelPrivacy:
     """Server-side bookkeeping for ``privacy = "sample"``: sigma, budget, reported epsilon.
 
-    Nodes train with DP-SGD and report their worst user's epsilon (metrics :data:`EPS_KEY`,
-    :data:`EPS_RDP_KEY`); :meth:`observe` keeps the maximum over nodes.
+    Nodes train with DP-SGD; :meth:`observe` computes the worst user's epsilon.
 
     Parameters
     ----------
@@ -404,12 +217,13 @@ class SampleLevelPrivacy:
         eps = node_worst_epsilon(self.cfg, self.split, users, next_round, self.sigma)
         return eps["prv"] > self.target
 
-    def observe(self, round_: int, node_metrics: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-        """Record the worst epsilon reported by the nodes for ``round_`` (max over nodes)."""
-        prv = [float(m[EPS_KEY]) for m in node_metrics if EPS_KEY in m]
-        rdp = [float(m[EPS_RDP_KEY]) for m in node_metrics if EPS_RDP_KEY in m]
-        if prv:
-            self.eps = {"prv": max(prv), "rdp": max(rdp) if rdp else math.nan}
+    def observe(self, round_: int) -> dict[str, float]:
+        """The worst user's epsilons after ``round_`` rounds (computed here from the data's
+        per-user counts and the participation draw: nodes send no epsilon, which would reveal
+        their users' data sizes)."""
+        users = np.arange(self.split.n_users)
+        worst = node_worst_epsilon(self.cfg, self.split, users, round_, self.sigma)
+        self.eps = {"prv": float(worst["prv"]), "rdp": float(worst["rdp"])}
         self.rounds = int(round_)
         return dict(self.eps)
 

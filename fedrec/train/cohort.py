@@ -110,6 +110,7 @@ def train_cohort(
     proximal_mu: float = 0.0,
     keep_per_user: bool = False,
     keep_local: bool = False,
+    row_clip: float | None = None,
 ) -> CohortUpdate:
     """Train ``users`` locally from ``shared`` and return the cohort's aggregate update.
 
@@ -138,6 +139,9 @@ def train_cohort(
     keep_local : bool
         Also return each user's trained parameters (``LocalTables``), e.g. for evaluating
         locally fine-tuned models.
+    row_clip : float, optional
+        Defense ``row-clip``: clip each user's update of each item row (all item-table
+        parameters of that item together) to this L2 norm, before ``clip_norm``.
     """
     device = resolve_device(tc.device)
     users = np.asarray(users, dtype=np.int64)
@@ -161,7 +165,7 @@ def train_cohort(
         state = {n: t[lo:hi][torch.from_numpy(ex.order)] for n, t in user_state.items()}
         res = _train_chunk(
             model, shared_dev, state, ex, tc, device, clip_norm, weighting, proximal_mu,
-            keep_per_user, keep_local,
+            keep_per_user, keep_local, row_clip,
         )
         item_weight += res["item_weight"]
         if keep_local:
@@ -212,6 +216,7 @@ def _train_chunk(
     proximal_mu: float,
     keep_per_user: bool,
     keep_local: bool,
+    row_clip: float | None = None,
 ) -> dict:
     n_users = len(ex.users)
     n_items = model.n_items
@@ -238,6 +243,8 @@ def _train_chunk(
     with torch.no_grad():
         dT = {n: T[n] - T0[n] for n in item_names}
         dD = {n: D[n] - D0[n].unsqueeze(0) for n in dense_names}
+        if row_clip is not None:
+            _clip_item_rows(dT, [n for n in dT if table_of[n] == ITEM_TABLE], row_clip)
         sq = torch.zeros(n_users, dtype=torch.float64, device=device)
         for n, d in dT.items():  # row norms in one pass (no full-size float64 temporaries)
             sq.index_add_(0, tab[table_of[n]].owner, _row_sq_norms(d))
@@ -375,6 +382,17 @@ class _PlainPolicy(StepPolicy):
 
     def step(self, batch: OwnerBatch) -> None:
         self.opt.step(batch.n_active, self.grads)
+
+
+def _clip_item_rows(dT: dict[str, Tensor], names: list[str], bound: float) -> None:
+    """Scale each (user, item) pair's update of the item rows ``names`` (together) down to
+    L2 norm ``bound`` (in place)."""
+    if not names:
+        return
+    sq = sum(_row_sq_norms(dT[n]) for n in names)
+    f = torch.clamp(bound / sq.sqrt().clamp_min(1e-30), max=1.0)
+    for n in names:
+        dT[n] = dT[n] * f.to(dT[n].dtype).view(-1, *([1] * (dT[n].dim() - 1)))
 
 
 def _row_sq_norms(d: Tensor) -> Tensor:

@@ -32,12 +32,17 @@ Noise is kept sparse by two exact identities of SGD, which is linear in the nois
 
 User rows and dense parameters are read every step and get their noise every step.
 
-All randomness is keyed per user (:mod:`fedrec.rng` streams ``DPSGD_*``): the unit sample of
-user ``u`` at step ``t`` of epoch ``e`` is ``uniform(seed, DPSGD_BATCH, round, u, e, t, unit) <
-q_u``; per-step noise is keyed by ``(seed, DPSGD_NOISE, round, u, tau, param, item, coord)``
-(a torch port of the counter-based hash, computed on the training device); the end-of-round
-draw comes from a torch generator seeded by ``(seed, DPSGD_FINAL, round, u, param)``. A user's
-update is therefore the same whatever cohort it trains in.
+The DP randomness is keyed per user by a **secret** ``noise_key`` (never the published run seed,
+DESIGN section 5; the node draws it from OS entropy, :func:`fedrec.node.dpsgd_noise_key`): the
+unit sample of user ``u`` at step ``t`` of epoch ``e`` is ``uniform(key, DPSGD_BATCH, round, u,
+e, t, unit) < q_u``; per-step noise is keyed by ``(key, DPSGD_NOISE, round, u, tau, param, item,
+coord)`` (a torch port of the counter-based hash, computed on the training device); the
+end-of-round draw comes from a torch generator seeded by ``(key, DPSGD_FINAL, round, u,
+param)``. With one key (a debug ``dp-seed``) a user's update is the same whatever cohort it
+trains in. Negatives are drawn with the run seed, as in plain training.
+
+The cohort's sum gives every user weight 1: a weight such as the user's number of interactions
+would multiply the DP output by a data-dependent factor (not post-processing).
 
 SGD only: lazy noise is exact because SGD is linear in the noise (Adam is not).
 """
@@ -143,7 +148,7 @@ def normal_from_keys(prefix: Tensor, key: Tensor, dtype: torch.dtype = torch.flo
 
 
 def poisson_units(
-    seed: int,
+    key: int,
     round_: int,
     users: np.ndarray,
     epoch: int,
@@ -153,7 +158,7 @@ def poisson_units(
     q: Tensor,
 ) -> Tensor:
     """Poisson sample of units for one step: unit ``i`` of local user ``j = unit_owner[i]`` is
-    in the batch iff ``rng.uniform(seed, DPSGD_BATCH, round_, users[j], epoch, step,
+    in the batch iff ``rng.uniform(key, DPSGD_BATCH, round_, users[j], epoch, step,
     unit_pos[i]) < q[j]`` -- independently per unit, so batch sizes vary (Poisson sampling, as
     the accountant assumes), and keyed by the user's global id only.
 
@@ -162,7 +167,7 @@ def poisson_units(
     Tensor
         Indices (into ``unit_owner``) of the sampled units, increasing.
     """
-    pre = _prefix(seed, rng.DPSGD_BATCH, round_, users, epoch, step, device=unit_owner.device)
+    pre = _prefix(key, rng.DPSGD_BATCH, round_, users, epoch, step, device=unit_owner.device)
     u = uniform_from_keys(pre[unit_owner], unit_pos)
     return torch.nonzero(u < q[unit_owner]).squeeze(1)
 
@@ -255,6 +260,7 @@ def train_cohort_dpsgd(
     *,
     noise_multiplier: float,
     clip_norm: float,
+    noise_key: int,
     keep_per_user: bool = False,
 ) -> DPCohortUpdate:
     """Per-user DP-SGD of ``users`` from ``shared`` (see the module doc).
@@ -267,14 +273,17 @@ def train_cohort_dpsgd(
         ``sigma``: noise std ``sigma * C`` on each step's sum of clipped unit gradients.
     clip_norm : float
         ``C``: bound on each unit's gradient (all parameters jointly).
+    noise_key : int
+        Secret key of the unit sampling and the noise (see the module doc).
     keep_per_user : bool
         Also return each user's full update (tests, audits).
 
     Returns
     -------
     DPCohortUpdate
-        ``sum_update`` is weighted by training positives (FedAvg); every item row of every user
-        moved (noise), so ``item_weight`` counts every user on every row.
+        ``sum_update`` sums the users' updates with weight 1 each (``weight_sum`` = number of
+        users); every item row of every user moved (noise), so ``item_weight`` counts every user
+        on every row.
     """
     if tc.optimizer != "sgd":
         raise ValueError(
@@ -306,7 +315,7 @@ def train_cohort_dpsgd(
                          round_)
         state = {n: t[lo:hi][torch.from_numpy(un.order)] for n, t in user_state.items()}
         res = _train_chunk(model, shared_dev, state, un, tc, device, float(noise_multiplier),
-                           float(clip_norm), seed, round_, keep_per_user)
+                           float(clip_norm), int(noise_key), round_, keep_per_user)
         for n in sum_update:
             sum_update[n] += res["sum"][n]
         weight_sum += res["weight_sum"]
@@ -340,7 +349,7 @@ def _train_chunk(
     device: torch.device,
     sigma: float,
     clip: float,
-    seed: int,
+    noise_key: int,
     round_: int,
     keep_per_user: bool,
 ) -> dict:
@@ -391,7 +400,7 @@ def _train_chunk(
         int(np.prod(P[n].shape[1:])) for n in user_names)
     policy = _DPPolicy(
         lp, un, rows_e, items_e if index.frozen else None, labels_e, n_active, steps, q_t,
-        unit_owner, unit_pos, seed, round_, sigma, clip, lr, wd, lr_qn, s_t, pidx, m,
+        unit_owner, unit_pos, noise_key, round_, sigma, clip, lr, wd, lr_qn, s_t, pidx, m,
         max(1, UNIT_DENSE_BUDGET // max(dense_size, 1)),
     )
     run_steps(model, lp, policy, tc.loss, wd)
@@ -399,7 +408,6 @@ def _train_chunk(
 
     # End of round: every row gets the noise of the steps since it was last brought up to date.
     with torch.no_grad():
-        n_pos_t = torch.from_numpy(un.n_pos.astype(np.float64)).to(device)
         total_steps = steps * len(un.items)
         sq = torch.zeros(n_users, dtype=torch.float64, device=device)
         out_sum = {n: torch.zeros((index.sizes[table_of[n]], *T[n].shape[1:]),
@@ -419,8 +427,8 @@ def _train_chunk(
                 shape = (index.sizes[tname], *T[n].shape[1:])
                 if sigma > 0:  # N(0, (T_u - last) s_u^2): last = 0 for rows never read
                     gen = torch.Generator(device=device)
-                    gen.manual_seed(int(rng.hash64(seed, rng.DPSGD_FINAL, round_, int(users_g[j]),
-                                                   pidx[n])) & ((1 << 63) - 1))
+                    gen.manual_seed(int(rng.hash64(noise_key, rng.DPSGD_FINAL, round_,
+                                                   int(users_g[j]), pidx[n])) & ((1 << 63) - 1))
                     delta = torch.randn(shape, generator=gen, device=device, dtype=torch.float32)
                     delta.mul_(math.sqrt(total_steps[j]) * float(s_step[j]))
                     ratio = ((int(total_steps[j]) - last[tname][lo:hi])
@@ -431,7 +439,7 @@ def _train_chunk(
                 delta[items_j] += T[n][lo:hi] - T0[n][lo:hi]
                 flat = delta.reshape(-1)
                 sq[j] += torch.dot(flat, flat).double()
-                out_sum[n].add_(delta, alpha=float(un.n_pos[j]))
+                out_sum[n].add_(delta)
                 if keep_per_user:
                     upd_j[n] = delta.double().cpu()
             for n in dense_names:
@@ -443,11 +451,11 @@ def _train_chunk(
                 per_user[int(users_g[j])] = upd_j
         for n in dense_names:
             d = (D[n] - D0[n].unsqueeze(0)).double()
-            out_sum[n] = _bcast(n_pos_t, d).sum(0)
+            out_sum[n] = d.sum(0)
     mean_loss = torch.where(ep_cnt > 0, ep_loss / ep_cnt.clamp_min(1.0), torch.zeros_like(ep_loss))
     return {
         "sum": out_sum,
-        "weight_sum": float(un.n_pos.sum()),
+        "weight_sum": float(n_users),
         "loss_sum": float(mean_loss.sum()),
         "state": {n: t.detach() for n, t in P.items()},
         "sq_norms": sq.cpu().numpy(),
@@ -469,14 +477,14 @@ class _DPPolicy(StepPolicy):
 
     def __init__(self, lp: LocalParams, un: UserUnits, pairs: list[Tensor],
                  items: list[Tensor] | None, labels: list[Tensor] | None, n_active: list[int],
-                 steps: np.ndarray, q: Tensor, unit_owner: Tensor, unit_pos: Tensor, seed: int,
+                 steps: np.ndarray, q: Tensor, unit_owner: Tensor, unit_pos: Tensor, noise_key: int,
                  round_: int, sigma: float, clip: float, lr: float, wd: float, lr_qn: Tensor,
                  s_t: Tensor, pidx: dict[str, int], m: int, unit_chunk: int) -> None:
         self.lp, self.un, self.pairs, self.items, self.labels = lp, un, pairs, items, labels
         self.n_active, self.steps, self.q = n_active, steps, q
         self.unit_owner, self.unit_pos = unit_owner, unit_pos
-        self.seed, self.round, self.sigma, self.clip, self.lr, self.wd = (
-            seed, round_, sigma, clip, lr, wd)
+        self.key, self.round, self.sigma, self.clip, self.lr, self.wd = (
+            noise_key, round_, sigma, clip, lr, wd)
         self.lr_qn, self.s_t, self.pidx, self.m, self.unit_chunk = lr_qn, s_t, pidx, m, unit_chunk
         device = unit_owner.device
         n_users = len(un.users)
@@ -496,7 +504,7 @@ class _DPPolicy(StepPolicy):
                 self.tau_np = e * self.steps[:a] + t + 1  # each active user's step number
                 self.tau = torch.from_numpy(self.tau_np).to(device)
                 n_units = int(un.start[a])
-                sel = poisson_units(self.seed, self.round, un.users[:a], e, t,
+                sel = poisson_units(self.key, self.round, un.users[:a], e, t,
                                     self.unit_owner[:n_units], self.unit_pos[:n_units],
                                     self.q[:a])
                 lp = self.lp
@@ -508,7 +516,7 @@ class _DPPolicy(StepPolicy):
                                  self.labels[e][sel] if self.labels is not None else None)
 
     def _noise_prefix(self, name: str, a: int) -> Tensor:
-        return _prefix(self.seed, rng.DPSGD_NOISE, self.round, self.un.users[:a], self.tau_np,
+        return _prefix(self.key, rng.DPSGD_NOISE, self.round, self.un.users[:a], self.tau_np,
                        self.pidx[name], device=self.tau.device)
 
     def before(self, batch: OwnerBatch) -> None:

@@ -1,4 +1,5 @@
-"""Tests for fedrec.privacy.accounting (user-level and per-user sample-level accounting)."""
+"""Tests for the accountant, its analysis and calibration (fedrec.privacy.analysis,
+accountants, calibration)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,13 @@ import json
 import logging
 import math
 
-import numpy as np
 import pytest
 from opacus.accountants import PRVAccountant, RDPAccountant
 
-from fedrec.privacy import accounting
-from fedrec.privacy.accounting import (
-    SampleLevelAccounting,
-    UserLevelAccountant,
-    compute_epsilons,
-    default_delta,
-    noise_for_target,
-)
+from fedrec.privacy import analysis as accounting
+from fedrec.privacy.accountants import UserLevelAccountant
+from fedrec.privacy.analysis import compute_epsilons, default_delta
+from fedrec.privacy.calibration import noise_for_target
 
 N_USERS = 6040
 Q = 100 / N_USERS
@@ -178,7 +174,7 @@ def test_prv_failure_falls_back_to_rdp(
 
     accounting._prv_epsilon.cache_clear()
     monkeypatch.setattr(accounting.PRVAccountant, "get_epsilon", boom)
-    with caplog.at_level(logging.WARNING, logger="fedrec.privacy.accounting"):
+    with caplog.at_level(logging.WARNING, logger="fedrec.privacy.analysis"):
         eps = compute_epsilons([(1.0, Q, 77)], DELTA)
     accounting._prv_epsilon.cache_clear()
     assert eps["prv"] == eps["rdp"]
@@ -191,76 +187,9 @@ def test_large_prv_domain_is_coarsened(
 ) -> None:
     accounting._prv_epsilon.cache_clear()
     monkeypatch.setattr(accounting, "PRV_MAX_DOMAIN_SIZE", 10_000)
-    with caplog.at_level(logging.WARNING, logger="fedrec.privacy.accounting"):
+    with caplog.at_level(logging.WARNING, logger="fedrec.privacy.analysis"):
         eps = compute_epsilons([(1.0, Q, 100)], DELTA)
     accounting._prv_epsilon.cache_clear()
     assert "coarsened" in caplog.text
     # coarser error: still an upper bound above the fine PRV estimate (~0.943), below RDP
     assert 0.943 < eps["prv"] < eps["rdp"]
-
-
-# ---------------------------------------------------------------------------------------------
-# per-user sample-level accounting
-# ---------------------------------------------------------------------------------------------
-
-
-def test_sample_level_identical_histories_share_one_call() -> None:
-    acc = SampleLevelAccounting()
-    users = np.arange(N_USERS)
-    for _ in range(5):
-        acc.record_many(users, 1.2, 0.25, 8)
-    assert len(acc) == N_USERS
-    groups = acc.groups()
-    assert len(groups) == 1
-    assert next(iter(groups)) == ((1.2, 0.25, 40),)
-    before = accounting._prv_epsilon.cache_info()
-    worst = acc.worst_epsilon(1e-5)
-    after = accounting._prv_epsilon.cache_info()
-    assert (after.hits + after.misses) - (before.hits + before.misses) == 1
-    expected = compute_epsilons([(1.2, 0.25, 40)], 1e-5)
-    assert worst["prv"] == expected["prv"]
-    assert worst["rdp"] == expected["rdp"]
-    assert worst["n_users"] == N_USERS and worst["n_histories"] == 1
-    all_eps = acc.epsilons(1e-5)
-    assert len(all_eps) == N_USERS and all_eps[17] == expected
-
-
-def test_sample_level_worst_matches_brute_force() -> None:
-    rng = np.random.default_rng(3)
-    n_users = 24  # small so the brute force (one PRV call per user) stays cheap
-    n_examples = rng.integers(100, 400, size=n_users)
-    q = 16 / n_examples
-    steps_per_round = rng.integers(1, 4, size=n_users)
-    acc = SampleLevelAccounting()
-    for _ in range(4):
-        part = np.nonzero(rng.random(n_users) < 0.6)[0]
-        acc.record_many(part, 1.5, q[part], steps_per_round[part])
-    acc.record(7, 2.0, float(q[7]), 3)  # one multi-segment history
-    brute = {u: compute_epsilons(acc.history(u), 1e-5) for u in acc.user_ids}
-    worst = acc.worst_epsilon(1e-5)
-    assert worst["prv"] == pytest.approx(max(e["prv"] for e in brute.values()), rel=1e-12)
-    assert worst["rdp"] == pytest.approx(max(e["rdp"] for e in brute.values()), rel=1e-12)
-    assert brute[worst["user_id"]]["prv"] == worst["prv"]
-
-
-def test_sample_level_state_round_trip() -> None:
-    acc = SampleLevelAccounting()
-    acc.record_many([1, 2, 3], 1.0, [0.1, 0.1, 0.2], [10, 10, 5])
-    acc.record(2, 1.0, 0.1, 4)
-    acc.record(9, 1.0, 0.3, 0)  # participated without steps: known user, zero epsilon
-    state = json.loads(json.dumps(acc.state_dict()))
-    restored = SampleLevelAccounting()
-    restored.load_state_dict(state)
-    assert restored.user_ids == acc.user_ids == [1, 2, 3, 9]
-    for u in acc.user_ids:
-        assert restored.history(u) == acc.history(u)
-    assert restored.history(2) == ((1.0, 0.1, 14),)
-    assert restored.epsilon(9, 1e-5) == {"prv": 0.0, "rdp": 0.0}
-    assert restored.worst_epsilon(1e-5) == acc.worst_epsilon(1e-5)
-    with pytest.raises(ValueError):
-        restored.load_state_dict({"kind": "user_level", "groups": []})
-
-
-def test_sample_level_empty() -> None:
-    worst = SampleLevelAccounting().worst_epsilon(1e-5)
-    assert worst["prv"] == 0.0 and worst["rdp"] == 0.0 and worst["user_id"] is None

@@ -4,12 +4,11 @@ noise is halved or removed -- every audit computes its statistic through a helpe
 
 Audits that live elsewhere (not duplicated here):
 
-* noise calibration of ``fedrec.privacy.mechanism.noisy_mean`` against ``z C / (qN)``, and its
-  half-noise failure: ``tests/privacy/test_mechanism.py::test_noise_calibration_audit*``;
-* a canary distinguisher on ``noisy_mean`` without sampling (q = 1, each coordinate a trial):
+* noise std of ``fedrec.privacy.mechanism.gaussian_noise`` and the secret generator:
+  ``tests/privacy/test_mechanism.py``;
+* a canary distinguisher on ``gaussian_noise`` without sampling (q = 1, each coordinate a trial):
   ``tests/privacy/test_mechanism.py::test_canary_distinguisher_audit``;
-* the per-user clipping bound of user-level DP: ``tests/privacy/test_mechanism.py::
-  test_clip_factors_bound_every_user`` and ``tests/train/test_cohort_equivalence.py::
+* the per-user clipping bound of user-level DP: ``tests/train/test_cohort_equivalence.py::
   test_clipping_bounds_each_users_update``; the per-unit bound of DP-SGD:
   ``tests/train/test_dpsgd.py::test_each_units_gradient_is_clipped_jointly_to_C``.
 
@@ -25,13 +24,14 @@ import math
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg
 from scipy import stats
 
 from clients.app import app as client_app
 from fedrec.config import Config, TrainConfig
 from fedrec.models.registry import build_model
-from fedrec.privacy.accounting import compute_epsilons
-from fedrec.privacy.mechanism import poisson_sample
+from fedrec.privacy.analysis import compute_epsilons
+from fedrec.privacy.mechanism import dp_participants
 from fedrec.train.dpsgd import build_units, train_cohort_dpsgd
 from server.privacy import UserLevelDP
 from simulations.inprocess import InProcessGrid
@@ -40,12 +40,12 @@ from tests.helpers import tiny_split
 # ------------------------------------------------------------------ user-level, server path
 Z, CLIP, Q, N_USERS, DELTA = 1.0, 0.5, 0.5, 1000, 1e-5
 N_COORDS, N_TRIALS = 1000, 3000
-CANARY = 7  # the canary's user id (its participation is the seeded Poisson draw)
+CANARY = 7  # the canary's user id (its participation is the node's secret Poisson draw)
 
 
-def _reply(count: float, arrays: dict[str, np.ndarray]) -> Message:
+def _reply(arrays: dict[str, np.ndarray]) -> Message:
     content = RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
-                          "metrics": MetricRecord({"num-examples": float(count)})})
+                          "metrics": MetricRecord({"num-examples": 1.0})})
     return Message(content=content, dst_node_id=0, message_type=MessageType.TRAIN)
 
 
@@ -53,9 +53,9 @@ def server_trials(noise_scale: float) -> tuple[np.ndarray, np.ndarray, float]:
     """Run ``N_TRIALS`` rounds of the server's DP aggregation with a canary user.
 
     The canary's clipped update is ``+C`` in coordinate 0 (norm exactly C); it takes part in a
-    round iff the participation draw samples it (rate q). The server's noise multiplier is
-    ``noise_scale * Z``; the statistic is the aggregate's coordinate rescaled to units of C:
-    ``(out - base) * qN / C``.
+    round iff the node's secret Poisson draw samples it (rate q), and the node then replies its
+    clipped sum. The server's noise multiplier is ``noise_scale * Z``; the statistic is the
+    aggregate's coordinate rescaled to units of C: ``(out - base) * qN / C``.
 
     Returns
     -------
@@ -65,19 +65,22 @@ def server_trials(noise_scale: float) -> tuple[np.ndarray, np.ndarray, float]:
     """
     InProcessGrid(client_app, 1)  # the task identity Flower needs to build messages
     cfg = Config.from_flat({"privacy": "user", "noise-multiplier": Z * noise_scale,
-                            "clip-norm": CLIP, "fraction-train": Q, "seed": 11})
-    dp = UserLevelDP(cfg, N_USERS)
+                            "clip-norm": CLIP, "fraction-train": Q, "seed": 11,
+                            "dp-seed": 11})  # debug: reproducible noise, a deterministic audit
+    dp = UserLevelDP(FedAvg(), cfg, N_USERS, 1)
     base = {"w": np.linspace(-1, 1, N_COORDS)}
     canary = np.zeros(N_COORDS)
     canary[0] = CLIP
     null, alt, sampled = [], [], 0
     for r in range(1, N_TRIALS + 1):
-        if poisson_sample([CANARY], Q, cfg.run.seed, r)[0]:
-            replies = [_reply(1.0, {"w": base["w"] + canary})]  # a node's average of 1 user
+        dp.base = dict(base)
+        if len(dp_participants(np.array([CANARY]), Q, r, cfg.privacy.dp_seed)):
+            replies = [_reply({"w": canary})]  # the node's sum of clipped updates: the canary
             sampled += 1
         else:
-            replies = [_reply(0.0, dict(base))]
-        out = dp.aggregate(r, base, replies)["w"]
+            replies = [_reply({"w": np.zeros(N_COORDS)})]
+        agg, _ = dp.aggregate_train(r, replies)
+        out = agg["w"].numpy()
         stat = (out - base["w"]) * dp.expected_count / CLIP
         alt.append(stat[0])
         null.append(stat[1:])
@@ -155,7 +158,7 @@ def untouched_row_moves(noise_scale: float) -> tuple[np.ndarray, np.ndarray]:
                      device="cpu")
     res = train_cohort_dpsgd(model, model.init_shared(0), model.init_users(users, 0), users,
                              split, tc, 5, 1, noise_multiplier=SIGMA * noise_scale,
-                             clip_norm=C_SGD, keep_per_user=True)
+                             clip_norm=C_SGD, noise_key=123, keep_per_user=True)
     n_ex = np.diff(split.train_indptr) * (1 + tc.num_negatives)
     std = np.sqrt(res.steps) * LR * SIGMA * C_SGD / np.minimum(tc.batch_size, n_ex)
     untouched, touched = [], []

@@ -94,7 +94,8 @@ def test_node_count_mismatch_is_explained(tmp_path):
     assert any("6 nodes but the config implies 5" in r for r in reasons)
 
 
-DP = {"privacy": "user", "fraction-train": 0.5, "clip-norm": 0.5, "users-per-node": 8}
+DP = {"privacy": "user", "fraction-train": 0.5, "clip-norm": 0.5, "users-per-node": 8,
+      "dp-seed": 1}  # debug: reproducible DP noise and sampling (not private)
 
 
 def test_user_level_dp_is_independent_of_users_per_node_and_accounted(tmp_path):

@@ -16,7 +16,8 @@ from fedrec.data.schema import SplitData
 from fedrec.models.registry import build_model, known_models
 from fedrec.node import load_split
 from fedrec.privacy import sample_level
-from fedrec.privacy.accounting import compute_epsilons
+from fedrec.privacy.analysis import compute_epsilons
+from fedrec.privacy.calibration import noise_for_target_worst_user
 from fedrec.train.dpsgd import (
     normal_from_keys,
     poisson_units,
@@ -98,7 +99,7 @@ def test_no_noise_no_clip_full_batch_equals_reference_sgd(model_name, loss):
                      loss=loss, weight_decay=0.01, device="cpu")
     # Execute
     res = train_cohort_dpsgd(model, shared, state, users, split, tc, 1, 3, noise_multiplier=0.0,
-                             clip_norm=HUGE_C, keep_per_user=True)
+                             clip_norm=HUGE_C, noise_key=1, keep_per_user=True)
     # Assert: every user's update and private rows match full-batch torch.optim.SGD
     for u in users:
         delta, rows = train_user(model, shared, {n: t[u : u + 1] for n, t in state.items()},
@@ -107,11 +108,10 @@ def test_no_noise_no_clip_full_batch_equals_reference_sgd(model_name, loss):
             torch.testing.assert_close(res.per_user[int(u)][n], delta[n], atol=1e-5, rtol=0)
         for n in rows:
             torch.testing.assert_close(res.user_state[n][u : u + 1], rows[n], atol=1e-5, rtol=0)
-    weights = np.diff(split.train_indptr)
-    for n in shared:
-        expected = sum(weights[u] * res.per_user[int(u)][n] for u in users)
+    for n in shared:  # every user weighs 1 (a data-dependent weight would not be DP)
+        expected = sum(res.per_user[int(u)][n] for u in users)
         torch.testing.assert_close(res.sum_update[n], expected, atol=1e-6, rtol=0)
-    assert res.weight_sum == weights.sum()
+    assert res.weight_sum == len(users)
     assert (res.sample_rates == 1).all() and (res.steps == 2).all()
 
 
@@ -127,7 +127,8 @@ def test_each_units_gradient_is_clipped_jointly_to_C(model_name, loss):
 
     def norms(clip: float) -> np.ndarray:
         res = train_cohort_dpsgd(model, shared, state, users, split, tc, 0, 1,
-                                 noise_multiplier=0.0, clip_norm=clip, keep_per_user=True)
+                                 noise_multiplier=0.0, clip_norm=clip, noise_key=1,
+                                 keep_per_user=True)
         out = []
         for u in users:
             sq = sum(float((d**2).sum()) for d in res.per_user[int(u)].values())
@@ -149,7 +150,7 @@ def test_update_is_the_same_in_any_cohort():
     split, model, shared, users, state = setup("mf")
     tc = TrainConfig(local_epochs=2, num_negatives=2, batch_size=8, lr=0.1, optimizer="sgd",
                      device="cpu")
-    kw = {"noise_multiplier": 1.1, "clip_norm": 0.5, "keep_per_user": True}
+    kw = {"noise_multiplier": 1.1, "clip_norm": 0.5, "noise_key": 77, "keep_per_user": True}
     # Execute
     whole = train_cohort_dpsgd(model, shared, state, users, split, tc, 4, 2, **kw)
     chunked = train_cohort_dpsgd(model, shared, state, users, split,
@@ -182,7 +183,7 @@ def test_lazy_and_end_of_round_noise_have_the_per_step_variance():
     sigma, clip = 1000.0, 1e-3
     # Execute
     res = train_cohort_dpsgd(model, shared, state, users, split, tc, 0, 1, noise_multiplier=sigma,
-                             clip_norm=clip, keep_per_user=True)
+                             clip_norm=clip, noise_key=5, keep_per_user=True)
     # Assert: standardised moves are N(0, 1) on item rows read (lazy catch-up), rows never read
     # (one end-of-round draw), user rows and the dense bias (noise every step)
     n_ex = np.diff(split.train_indptr) * 3
@@ -205,7 +206,7 @@ def test_adam_and_fedprox_are_refused_with_a_named_setting():
     split, model, shared, users, state = setup("mf")
     with pytest.raises(ValueError, match="'optimizer'"):
         train_cohort_dpsgd(model, shared, state, users, split, TrainConfig(optimizer="adam"),
-                           0, 1, noise_multiplier=1.0, clip_norm=1.0)
+                           0, 1, noise_multiplier=1.0, clip_norm=1.0, noise_key=1)
     with pytest.raises(ConfigError, match="'optimizer'"):
         sample_level.check_supported(Config.from_flat({"privacy": "sample"}))
     with pytest.raises(ConfigError, match="'proximal-mu'"):
@@ -227,13 +228,13 @@ def test_calibration_meets_the_target_for_the_worst_user_and_is_tight():
     histories = [(0.8, 3), (0.64, 6), (0.4, 9)]
     delta, target = 1e-3, 6.0
     # Execute
-    sigma = sample_level.noise_for_target_worst_user(target, delta, histories)
+    sigma = noise_for_target_worst_user(target, delta, histories)
     eps = [compute_epsilons([(sigma, q, n)], delta)["prv"] for q, n in histories]
     tighter = compute_epsilons([(sigma * 0.995, *histories[1])], delta)["prv"]
     # Assert: every user within budget, the worst one at the budget (0.5 % less noise breaks it)
     assert max(eps) <= target and tighter > target
     assert int(np.argmax(eps)) == 1  # not the largest q: rounding makes q = 0.64 the worst
-    assert sample_level.noise_for_target_worst_user(math.inf, delta, histories) == 0.0
+    assert noise_for_target_worst_user(math.inf, delta, histories) == 0.0
 
 
 def test_node_worst_epsilon_is_the_max_over_its_users():
@@ -284,8 +285,10 @@ def test_sample_level_federation_reports_the_worst_users_epsilon(tmp_path):
 
 
 def test_sample_level_federation_is_independent_of_users_per_node(tmp_path):
-    # Prepare / Execute: same seed, one user per node vs 8 per node, partial participation
-    flat = {"noise-multiplier": 1.0, "fraction-train": 0.6, "num-rounds": 2, "batch-size": 48}
+    # Prepare / Execute: same seed, one user per node vs 8 per node, partial participation;
+    # the debug dp-seed makes the (otherwise secret) DP-SGD noise reproducible
+    flat = {"noise-multiplier": 1.0, "fraction-train": 0.6, "num-rounds": 2, "batch-size": 48,
+            "dp-seed": 5}
     a = run(tmp_path, "one", **{**flat, "users-per-node": 1})
     b = run(tmp_path, "eight", **{**flat, "users-per-node": 8})
     # Assert

@@ -1,0 +1,148 @@
+"""Attacks (fake users, boosted target rows), exposure ER@10 and the node-side defenses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedrec.attacks.boost import attack_norm, crafted_update
+from fedrec.attacks.profiles import item_counts, n_fake_users, poison_split, target_item
+from fedrec.config import Config, ConfigError
+from fedrec.data.partition import partition_users
+from fedrec.data.schema import SplitData
+from fedrec.eval.sampled import exposed
+from fedrec.node import load_split, make_model
+from fedrec.params import to_numpy
+from fedrec.train.cohort import train_cohort
+from simulations.inprocess import run_inprocess
+from tests.helpers import tiny_split
+
+SMALL = {"dataset": "synthetic", "synthetic-users": 200, "synthetic-items": 150,
+         "synthetic-interactions": 15, "test-negatives": 49, "dim": 8, "device": "cpu",
+         "users-per-node": 50, "seed": 1}
+
+
+def cfg_of(tmp_path=None, **flat):
+    flat = {**SMALL, **{k.replace("_", "-"): v for k, v in flat.items()}}
+    if tmp_path is not None:
+        flat["out"] = str(tmp_path)
+    return Config.from_flat(flat)
+
+
+def test_fake_users_are_extra_dealt_over_nodes_and_never_tested():
+    clean = load_split(cfg_of())
+    for attack in ("fake-random", "fake-popular", "boost"):
+        cfg = cfg_of(attack=attack, attack_fraction=0.05)
+        split = load_split(cfg)
+        n = n_fake_users(cfg, clean.n_users)
+        assert n == 10 and split.fake_users == n and split.n_users == clean.n_users + n
+        # real users unchanged, fakes hold the target, never evaluated
+        np.testing.assert_array_equal(split.train_items[: len(clean.train_items)],
+                                      clean.train_items)
+        t = target_item(cfg, split)
+        for u in range(clean.n_users, split.n_users):
+            assert t in split.user_items(u)
+            assert len(split.user_items(u)) == max(2, int(np.median(np.diff(
+                clean.train_indptr))))
+        assert (split.test_items[clean.n_users:] == -1).all()
+        nodes = partition_users(split.n_users, 4, split.fake_users)
+        fakes_per_node = [int((p >= clean.n_users).sum()) for p in nodes]
+        assert fakes_per_node == [3, 3, 2, 2]
+        assert all((np.diff(p) > 0).all() for p in nodes)
+    popular = load_split(cfg_of(attack="fake-popular", attack_fraction=0.05))
+    counts = item_counts(popular)
+    fillers = np.setdiff1d(popular.train_items[popular.train_indptr[200]:],
+                           [target_item(cfg_of(attack="fake-popular"), popular)])
+    assert np.median(counts[fillers]) > 2 * np.median(counts)
+
+
+def test_target_is_an_unpopular_existing_item_and_checked():
+    cfg = cfg_of(attack="boost")
+    split = load_split(cfg)
+    counts = item_counts(split)
+    t = target_item(cfg, split)
+    assert 1 <= counts[t] <= np.median(counts[counts > 0])
+    assert t == target_item(cfg, split)  # seeded
+    with pytest.raises(ConfigError, match="'attack-target' = 999 is not an item"):
+        target_item(cfg_of(attack="boost", attack_target=999), split)
+
+
+def test_attack_on_a_ctr_split_is_refused():
+    with pytest.raises(ConfigError, match="needs a ranking split"):
+        poison_split(load_split(cfg_of(split="ctr")), cfg_of(split="ctr", attack="boost"))
+
+
+@pytest.mark.parametrize("flat, bound", [
+    ({}, 1000.0),
+    ({"defense": "clip", "clip-norm": 3.0}, 3.0),
+    ({"defense": "row-clip", "row-clip-norm": 0.7}, 0.7),
+    ({"privacy": "user", "clip-norm": 0.5}, 0.5),
+    ({"max-update-norm": 4.0}, 4.0),
+])
+def test_crafted_update_stays_under_every_bound(flat, bound):
+    cfg = cfg_of(attack="boost", **flat)
+    split = load_split(cfg)
+    model = make_model(cfg, split)
+    shared = to_numpy(model.init_shared(0))
+    target, delta = crafted_update(cfg, model, split, shared)
+    norm = np.sqrt(sum(float((d ** 2).sum()) for d in delta.values()))
+    assert norm == pytest.approx(bound, rel=1e-5) and norm <= attack_norm(cfg) * (1 + 1e-12)
+    assert delta["item_bias"] > 0  # bias pushed up
+    assert target == target_item(cfg, split)
+
+
+def test_exposed_hand_worked():
+    # user 0 trained on items 0, 1; user 1 on item 3; user 2 on nothing
+    split = SplitData(name="hand", n_users=3, n_items=6,
+                      train_indptr=np.array([0, 2, 3, 3]), train_items=np.array([0, 1, 3]),
+                      train_ratings=np.ones(3, np.float32), test_items=np.array([5, 5, 5]),
+                      test_negatives=np.zeros((3, 1), np.int64))
+    users = np.arange(3)
+    scores = np.tile(np.arange(6, 0, -1, dtype=float), (3, 1))  # item 0 best ... item 5 worst
+    # target 3 in a top-2: user 0 (only item 2 is better and untrained) yes; user 1 trained
+    # on it: no; user 2: items 0, 1, 2 are better: no
+    assert exposed(scores, users, split, target=3, k=2).tolist() == [True, False, False]
+    # ties count against the target: 5 equal untrained items for user 2
+    tie = np.zeros((3, 6))
+    assert exposed(tie, users, split, target=4, k=6).tolist() == [True, True, True]
+    assert exposed(tie, users, split, target=4, k=5).tolist() == [True, True, False]
+
+
+def test_row_clip_bounds_every_users_item_row_update():
+    split = tiny_split(n_users=6, n_items=30)
+    cfg = cfg_of()
+    from tests.helpers import build_test_model
+
+    model = build_test_model("mf", split)
+    users = np.arange(6)
+    shared = model.init_shared(0)
+    upd = train_cohort(model, shared, model.init_users(users, 0), users, split, cfg.train, 0, 1,
+                       keep_per_user=True, row_clip=0.05)
+    free = train_cohort(model, shared, model.init_users(users, 0), users, split, cfg.train, 0,
+                        1, keep_per_user=True)
+    for u in users:
+        sq = sum((upd.per_user[u][n].reshape(30, -1) ** 2).sum(1) for n in
+                 ("item_emb", "item_bias"))
+        free_sq = sum((free.per_user[u][n].reshape(30, -1) ** 2).sum(1) for n in
+                      ("item_emb", "item_bias"))
+        assert float(sq.max().sqrt()) <= 0.05 * (1 + 1e-6)  # float32 rows
+        assert float(free_sq.max().sqrt()) > 0.05  # the clip did something
+        np.testing.assert_array_equal((sq > 0).numpy(), (free_sq > 0).numpy())
+
+
+def test_boost_works_undefended_and_row_clip_stops_it(tmp_path):
+    runs = {}
+    for name, flat in {
+        "clean": {"attack": "boost", "attack-fraction": 0.0},
+        "boost": {"attack": "boost", "attack-fraction": 0.05},
+        "row-clip": {"attack": "boost", "attack-fraction": 0.05, "defense": "row-clip"},
+        "median": {"attack": "boost", "attack-fraction": 0.05, "strategy": "fedmedian"},
+    }.items():
+        cfg = cfg_of(tmp_path / name, num_rounds=4, eval_every=4, **flat)
+        runs[name] = run_inprocess(cfg)["final"]
+    n_users = 200
+    floor = 1.0 / n_users
+    assert runs["boost"]["er@10"] >= 10 * max(runs["clean"]["er@10"], floor)
+    assert runs["row-clip"]["er@10"] <= 2 * max(runs["clean"]["er@10"], floor)
+    # a median over 4 nodes, each holding fakes, cannot isolate them
+    assert runs["median"]["er@10"] >= 10 * max(runs["clean"]["er@10"], floor)

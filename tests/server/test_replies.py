@@ -1,0 +1,163 @@
+"""Reply validation before aggregation: one test per kind of bad reply, and a federation that
+goes on when a node sends garbage, raises or never answers."""
+
+import math
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, Error, Message, MessageType, MetricRecord, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.supercore.task_identity import TaskIdentity
+
+from clients.app import app as client_app
+from fedrec import rundir
+from fedrec.config import Config
+from fedrec.data.partition import num_partitions
+from fedrec.node import load_split
+from server.loop import run_federation
+from server.replies import ReplyRules, check_reply, screen_replies
+from simulations.inprocess import InProcessGrid
+
+# what run_simulation sets up before a ServerApp may create messages (cases are built at import)
+TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID
+BASE = {"item_emb": np.zeros((5, 3)), "bias": np.zeros(())}
+RULES = ReplyRules(BASE, {}, max_weight=100.0, max_norm=10.0)
+
+
+def reply(arrays=None, metrics=None, drop=(), add=None):
+    arrays = {k: np.array(v, copy=True) for k, v in (arrays or BASE).items() if k not in drop}
+    arrays.update(add or {})
+    metrics = {"num-examples": 10.0, "loss-sum": 1.0, "users": 2.0, **(metrics or {})}
+    content = RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+                          "metrics": MetricRecord(metrics)})
+    return Message(content=content, dst_node_id=0, message_type=MessageType.TRAIN)
+
+
+def with_value(name, idx, value, dtype=np.float64):
+    arrays = {k: np.array(v, dtype=dtype if k == name else v.dtype) for k, v in BASE.items()}
+    arrays[name][idx] = value
+    return reply(arrays)
+
+
+def test_valid_reply_passes():
+    good = {"item_emb": np.full((5, 3), 0.5), "bias": np.array(0.1)}
+    assert check_reply(reply(good), RULES) is None
+    assert check_reply(reply(good, {"num-examples": 0.0}), RULES) is None  # nobody sampled
+
+
+@pytest.mark.parametrize("msg, why", [
+    (with_value("item_emb", (1, 2), np.nan), "non-finite"),
+    (with_value("item_emb", (0, 0), np.inf), "non-finite"),
+    (with_value("item_emb", (0, 0), -np.inf), "non-finite"),
+    (reply({"item_emb": np.zeros((4, 3)), "bias": np.zeros(())}), "shape (4, 3), expected (5, 3)"),
+    (reply({"item_emb": np.zeros((5, 3)), "bias": np.zeros(1)}), "shape (1,), expected ()"),
+    (reply(drop=("bias",)), "missing array(s) ['bias']"),
+    (reply(add={"user_emb": np.zeros((2, 3))}), "unexpected array(s) ['user_emb']"),
+    (reply({"item_emb": np.zeros((5, 3), np.int64), "bias": np.zeros(())}), "dtype int64"),
+    (reply({"item_emb": np.zeros((5, 3), np.complex128), "bias": np.zeros(())}),
+     "dtype complex128"),
+    (reply(metrics={"num-examples": -1.0}), "outside [0, 100]"),
+    (reply(metrics={"num-examples": 1e9}), "outside [0, 100]"),
+    (reply(metrics={"num-examples": math.nan}), "'num-examples' is not finite"),
+    (reply(metrics={"num-examples": math.inf}), "'num-examples' is not finite"),
+    (reply(metrics={"loss-sum": math.nan}), "'loss-sum' is not finite"),
+    (reply({"item_emb": np.full((5, 3), 3.0), "bias": np.zeros(())}),
+     "update norm 11.62 exceeds max-update-norm 10"),
+])
+def test_bad_reply_is_rejected_with_reason(msg, why):
+    assert why in check_reply(msg, RULES)
+
+
+def test_missing_weight_and_records():
+    msg = reply()
+    del msg.content["metrics"]["num-examples"]
+    assert "'num-examples' is missing" in check_reply(msg, RULES)
+    bare = Message(content=RecordDict({"metrics": MetricRecord({"num-examples": 1.0})}),
+                   dst_node_id=0, message_type=MessageType.TRAIN)
+    assert "lacks its 'arrays'" in check_reply(bare, RULES)
+
+
+def test_item_weights_are_checked():
+    rules = ReplyRules(BASE, {"item-weight": (5,)}, max_weight=100.0, max_norm=10.0)
+    assert "missing array(s) ['item-weight']" in check_reply(reply(), rules)
+    ok = reply(add={"item-weight": np.array([0.0, 1, 2, 10, 10])})
+    assert check_reply(ok, rules) is None
+    over = reply(add={"item-weight": np.array([0.0, 1, 2, 10, 11])})
+    assert "outside [0, num-examples=10]" in check_reply(over, rules)
+    neg = reply(add={"item-weight": np.array([0.0, -1, 2, 3, 4])})
+    assert "outside [0, num-examples=10]" in check_reply(neg, rules)
+
+
+def test_error_and_missing_replies_are_counted():
+    sent = Message(content=RecordDict(), dst_node_id=0, message_type=MessageType.TRAIN)
+    err = Message(Error(code=0, reason="RuntimeError: boom"), reply_to=sent)
+    good, rejected = screen_replies(4, [reply(), err, with_value("bias", (), np.nan)], RULES)
+    assert len(good) == 1 and rejected == 3  # error + NaN + one node that never replied
+    assert check_reply(err, RULES) == "node error: RuntimeError: boom"
+
+
+# ------------------------------------------------------------------ inside a federation
+SMALL = {"dataset": "synthetic", "synthetic-users": 40, "synthetic-items": 150,
+         "test-negatives": 49, "synthetic-interactions": 12, "num-rounds": 3, "dim": 8,
+         "batch-size": 16, "seed": 3, "device": "cpu", "users-per-node": 10}
+
+
+class HostileGrid(InProcessGrid):
+    """Node 0 poisons its train reply (``mode``); ``mode='silent'`` drops it (a timeout)."""
+
+    def __init__(self, n, mode):
+        super().__init__(client_app, n)
+        self.mode = mode
+
+    def send_and_receive(self, messages, *, timeout=None):
+        out = super().send_and_receive(messages, timeout=timeout)
+        if not out or out[0].metadata.message_type != MessageType.TRAIN:
+            return out
+        first = out[0]
+        if self.mode == "silent":
+            return out[1:]
+        if self.mode == "nan":
+            arr = first.content["arrays"]["item_emb"].numpy().copy()
+            arr[0, 0] = np.nan
+            first.content["arrays"]["item_emb"] = Array(arr)
+        elif self.mode == "boost":
+            arr = first.content["arrays"]["item_emb"].numpy() * 1e4
+            first.content["arrays"]["item_emb"] = Array(arr)
+        elif self.mode == "weight":
+            first.content["metrics"]["num-examples"] = 1e12
+        return out
+
+
+def _run(tmp_path, mode):
+    cfg = Config.from_flat({**SMALL, "out": str(tmp_path / mode)})
+    n = num_partitions(load_split(cfg).n_users, cfg.fed.users_per_node)
+    return run_federation(HostileGrid(n, mode), cfg), cfg
+
+
+@pytest.mark.parametrize("mode", ["nan", "boost", "weight", "silent"])
+def test_federation_rejects_one_bad_node_and_goes_on(tmp_path, mode):
+    summary, cfg = _run(tmp_path, mode)
+    rows = rundir.read_metrics(tmp_path / mode / "metrics.csv")
+    assert [int(r["rejected"]) for r in rows] == [1, 1, 1]
+    assert [int(r["users"]) for r in rows] == [30, 30, 30]  # node 0's 10 users not counted
+    assert summary["rounds"] == 3 and np.isfinite(summary["final"]["hr@10"])
+    clean, _ = _run(tmp_path, "none")
+    clean_rows = rundir.read_metrics(tmp_path / "none" / "metrics.csv")
+    assert [int(r["rejected"]) for r in clean_rows] == [0, 0, 0]
+
+
+def test_a_node_that_raises_is_rejected_and_counted(tmp_path):
+    cfg = Config.from_flat({**SMALL, "out": str(tmp_path / "raise")})
+    n = num_partitions(load_split(cfg).n_users, cfg.fed.users_per_node)
+    grid = InProcessGrid(client_app, n)
+    real = grid.app
+
+    def flaky(msg, context):  # node 2 raises in training
+        if msg.metadata.message_type == MessageType.TRAIN and context.node_id == 1002:
+            raise RuntimeError("disk full")
+        return real(msg, context)
+
+    grid.app = flaky
+    run_federation(grid, cfg)
+    rows = rundir.read_metrics(tmp_path / "raise" / "metrics.csv")
+    assert [int(r["rejected"]) for r in rows] == [1, 1, 1]
