@@ -70,9 +70,8 @@ def _disk_cached(cache_dir: Path | str | None, kind: str, key: tuple, build):
 def load_split(cfg: Config, cache_dir: Path | str | None = None) -> SplitData:
     """The run's train/test split (memoised per process, and on disk under ``cache_dir`` when
     given; deterministic from the config)."""
-    from fedrec.data.prepare import prepare_split
-
     from fedrec.attacks.profiles import poison_split
+    from fedrec.data.prepare import prepare_split
 
     d = cfg.data
     key = _split_key(cfg)

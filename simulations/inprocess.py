@@ -41,9 +41,10 @@ class InProcessGrid:
     def get_node_ids(self) -> Iterable[int]:
         return list(self.contexts)
 
-    def push_messages(self, messages: Iterable[Message]) -> list[str]:
-        """Hand each message to its node's ClientApp now; the reply waits for a pull."""
-        ids = []
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None):
+        """Hand each message to its node's ClientApp now and return the replies (tests
+        override this to lose or spoil replies)."""
+        out = []
         for msg in messages:
             self.sent.append(msg)
             msg.metadata.__dict__["_message_id"] = msg.object_id  # as Flower's grids do
@@ -52,16 +53,24 @@ class InProcessGrid:
             except Exception as exc:  # Flower turns a ClientApp exception into an error reply
                 reply = Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"),
                                 reply_to=msg)
-            self.replies.append(reply)
-            self._pending[msg.metadata.message_id] = reply
-            ids.append(msg.metadata.message_id)
-        return ids
+            out.append(reply)
+        self.replies.extend(out)
+        return out
+
+    # Grid's push/pull (what server.exchange uses): delivery happens at the push, so a reply
+    # missing after it never comes (DELIVERS_ON_PUSH: no need to wait for it)
+    DELIVERS_ON_PUSH = True
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        msgs = list(messages)
+        for msg in msgs:
+            msg.metadata.__dict__["_message_id"] = msg.object_id
+        for reply in self.send_and_receive(msgs):
+            self._pending[reply.metadata.reply_to_message_id] = reply
+        return [m.metadata.message_id for m in msgs]
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
         return [self._pending.pop(m) for m in list(message_ids) if m in self._pending]
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None):
-        return self.pull_messages(self.push_messages(messages))
 
 
 def run_inprocess(cfg: Config) -> dict:

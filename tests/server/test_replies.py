@@ -138,7 +138,10 @@ def _run(tmp_path, mode):
 def test_federation_rejects_one_bad_node_and_goes_on(tmp_path, mode):
     summary, cfg = _run(tmp_path, mode)
     rows = rundir.read_metrics(tmp_path / mode / "metrics.csv")
-    assert [int(r["rejected"]) for r in rows] == [1, 1, 1]
+    # a reply that never came is `missing` (server/exchange.py), a bad one `rejected`
+    lost, bad = ("missing", "rejected") if mode == "silent" else ("rejected", "missing")
+    assert [int(r[lost]) for r in rows] == [1, 1, 1]
+    assert [int(r[bad]) for r in rows] == [0, 0, 0]
     assert [int(r["users"]) for r in rows] == [30, 30, 30]  # node 0's 10 users not counted
     assert summary["rounds"] == 3 and np.isfinite(summary["final"]["hr@10"])
     clean, _ = _run(tmp_path, "none")
