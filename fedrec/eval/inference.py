@@ -13,9 +13,12 @@ over users:
 - ``auc``: over all items. Large cohorts still score popular items high, and popularity is
   public, so this AUC does not go to 0.5 even when the update says nothing about the user;
   ``auc-popularity`` is the same AUC of the public popularity prior (training counts).
-- ``auc-matched``: pairs (positive, negative) compared only within the same popularity decile
-  (Mann-Whitney within deciles, pooled): what the update reveals beyond popularity. 0.5 = the
-  update tells nothing about which items this user trained on that popularity does not.
+- ``auc-matched``: pairs (positive, negative) compared only within the same popularity
+  percentile (``BINS`` equal-count bins of the items by training count; Mann-Whitney within
+  bins, pooled): what the update reveals beyond popularity. 0.5 = the update tells nothing
+  about which items this user trained on that popularity does not. Coarser bins leave
+  popularity differences inside a bin and overstate the leak (ML-1M, 504 users per node:
+  10 bins .574, 50 bins .526, 200 bins .511).
 
 With ``dp = (C, z)`` every user's update is clipped to ``C`` (equal weights, as in DP-FedAvg)
 and the node adds ``N(0, z^2 C^2)`` to its sum before replying (node-local noise: what protects
@@ -32,7 +35,7 @@ from fedrec.data.schema import SplitData
 from fedrec.models.base import ITEM_TABLE, Recommender
 from fedrec.train.cohort import train_cohort
 
-DECILES = 10
+BINS = 100  # popularity bins of auc-matched (percentiles)
 
 
 def node_row_scores(model: Recommender, split: SplitData, users: np.ndarray, tc: TrainConfig,
@@ -79,7 +82,7 @@ def inference_auc(model: Recommender, split: SplitData, users_per_node: int, tc:
     counts = np.bincount(split.train_items[: split.train_indptr[n_real]],
                          minlength=split.n_items).astype(np.float64)
     ranks = np.argsort(np.argsort(counts, kind="stable"), kind="stable")
-    decile = ranks * DECILES // split.n_items
+    pop_bin = ranks * BINS // split.n_items
     one = np.zeros(split.n_items, dtype=np.int64)
     per_user: dict[str, list[float]] = {"auc": [], "auc-matched": [], "auc-popularity": []}
     done = 0
@@ -90,7 +93,7 @@ def inference_auc(model: Recommender, split: SplitData, users_per_node: int, tc:
         for u in users:
             pos = np.zeros(split.n_items, dtype=bool)
             pos[split.user_items(int(u))] = True
-            for key, s, g in (("auc", scores, one), ("auc-matched", scores, decile),
+            for key, s, g in (("auc", scores, one), ("auc-matched", scores, pop_bin),
                               ("auc-popularity", counts, one)):
                 w, p = pooled_auc(s, pos, g)
                 if p:
