@@ -26,7 +26,6 @@ resumes the run from its last checkpoint).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -44,6 +43,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from fedrec import rundir  # noqa: E402
+from fedrec.cli import ArgumentParser, guarded, preflight  # noqa: E402
 from fedrec.config import Config, ConfigError  # noqa: E402
 from simulations.faults import Fault, parse_fault  # noqa: E402
 from simulations.launch import build_config  # noqa: E402
@@ -409,7 +409,7 @@ def run_cluster(cluster: Cluster) -> dict:
 
 def node_main(argv: list[str]) -> int:
     """``cluster.py node``: one SuperNode joining a SuperLink anywhere, until Ctrl-C."""
-    p = argparse.ArgumentParser(prog="cluster.py node", description=node_main.__doc__)
+    p = ArgumentParser(prog="cluster.py node", description=node_main.__doc__)
     p.add_argument("--superlink", required=True, help="the SuperLink's HOST:PORT")
     p.add_argument("--partition-id", type=int, required=True)
     p.add_argument("--num-partitions", type=int, required=True)
@@ -456,6 +456,7 @@ def node_main(argv: list[str]) -> int:
         procs.close()
 
 
+@guarded
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s",
@@ -463,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("fedrec").setLevel(logging.INFO)
     if argv[:1] == ["node"]:
         return node_main(argv[1:])
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("config", nargs="?", help="experiment TOML (flat kebab-case keys)")
     p.add_argument("--nodes", type=int, help="number of SuperNodes (sets num-nodes; default: "
                    "the config's num-nodes, else one per users-per-node users)")
@@ -505,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    preflight([cfg])  # the data is read (and checked) before any process starts
     n_nodes = cfg.fed.num_nodes or _implied_nodes(cfg)
     local = n_nodes if args.local_nodes is None else args.local_nodes
     if not 0 <= local <= n_nodes:

@@ -1,6 +1,7 @@
 """Bad input anywhere ends in ONE line ``error: ...`` naming the setting / file / argument, exit
 status 2, no traceback, and nothing trained: a table over every script (launcher, privacy sweep,
-central runner, explainer, quality / towers / speed / robustness benchmarks, feature CLI)."""
+central runner, explainer, quality / towers / speed / robustness benchmarks, feature CLI,
+cluster script)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ LAUNCH, SWEEP, CENTRAL = "simulations/launch.py", "simulations/privacy_sweep.py"
     "simulations/central.py"
 EXPLAIN, QUALITY, TOWERS = "simulations/explain.py", "benchmarks/quality.py", "benchmarks/towers.py"
 SPEED, ROBUST, FEATURES = "benchmarks/speed.py", "benchmarks/robustness.py", "fedrec.features"
+CLUSTER = "simulations/cluster.py"
 
 # (script, argv, files {relative path: content}, fragment the error line must contain)
 CASES = [
@@ -106,6 +108,12 @@ CASES = [
     (ROBUST, ["--defenses", "wall"], {}, "--defenses: unknown defense 'wall'"),
     (ROBUST, ["--data-dir", "{tmp}/none"], {}, "ml-1m"),
     (FEATURES, ["text"], {}, "the following arguments are required: --dataset"),
+    (CLUSTER, ["--set", "model=nope", "--out", "{tmp}/c"], {}, "unknown model 'nope'"),
+    (CLUSTER, ["--insecure", "--tls", "--out", "{tmp}/c"], {}, "--insecure contradicts"),
+    (CLUSTER, ["--nodes", "0", "--out", "{tmp}/c"], {}, "--nodes must be at least 1"),
+    (CLUSTER, ["--set", "dataset=ml-100k", "--out", "{tmp}/c"], {}, "ml-100k/u.data"),
+    (CLUSTER, ["node", "--superlink", "h:1", "--partition-id", "3", "--num-partitions", "2"],
+     {}, "--partition-id 3 is not in 0..1"),
     (FEATURES, ["colour"], {}, "argument COMMAND: invalid choice: 'colour'"),
 ]
 
@@ -137,4 +145,4 @@ def test_bad_input_is_one_error_line(case, tmp_path, capsys, monkeypatch):
 def test_the_table_is_large_enough():
     assert len(CASES) >= 30
     assert {c[0] for c in CASES} == {LAUNCH, SWEEP, CENTRAL, EXPLAIN, QUALITY, TOWERS, SPEED,
-                                     ROBUST, FEATURES}
+                                     ROBUST, FEATURES, CLUSTER}
