@@ -47,7 +47,7 @@ def test_dpsgd_without_noise_or_clip_equals_reference_sgd(name):
                      weight_decay=0.01, device="cpu")
     # Execute
     res = train_cohort_dpsgd(model, shared, state, users, split, tc, 1, 3, noise_multiplier=0.0,
-                             clip_norm=HUGE_C, keep_per_user=True)
+                             clip_norm=HUGE_C, noise_key=1, keep_per_user=True)
     # Assert: tower tables (KG entities, relations) and weights update exactly as torch.optim
     for u in users[::3]:
         delta, _ = train_user(model, shared, {n: t[u : u + 1] for n, t in state.items()},
@@ -66,9 +66,11 @@ def test_dpsgd_clips_each_unit_across_tower_parameters_and_noises_every_tower_ro
     # Execute: one unit per step would be needed for an exact bound; instead a tiny C binds
     # every unit, so each user's step is at most lr * C per unit sampled (q = 1: all units)
     tiny = train_cohort_dpsgd(model, shared, state, users, split, tc, 0, 1,
-                              noise_multiplier=0.0, clip_norm=1e-4, keep_per_user=True)
+                              noise_multiplier=0.0, clip_norm=1e-4, noise_key=1,
+                              keep_per_user=True)
     noisy = train_cohort_dpsgd(model, shared, state, users, split, tc, 0, 1,
-                               noise_multiplier=1.0, clip_norm=1e-4, keep_per_user=True)
+                               noise_multiplier=1.0, clip_norm=1e-4, noise_key=2,
+                               keep_per_user=True)
     # Assert: the clipped update is bounded by n_units * lr * C / (q n) in norm
     n_pos = np.diff(split.train_indptr)
     for u in users:
