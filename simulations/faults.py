@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from fedrec.cli import UsageError
+
 _PATTERN = re.compile(
     r"^kill-(?P<kind>node|superlink|serverapp)(?:=(?P<node>\d+))?@round=(?P<round>\d+)"
     r"(?:,restart=(?P<restart>\d+(?:\.\d*)?))?$"
@@ -42,14 +44,14 @@ def parse_fault(text: str) -> Fault:
     """Parse one ``--inject`` value; a malformed one is a ValueError quoting it."""
     m = _PATTERN.match(text.strip())
     if m is None:
-        raise ValueError(f"--inject {text!r}: expected kill-node=K@round=R[,restart=S], "
+        raise UsageError(f"--inject {text!r}: expected kill-node=K@round=R[,restart=S], "
                          "kill-superlink@round=R[,restart=S] or kill-serverapp@round=R"
                          "[,restart=S]")
     kind = m["kind"]
     if (kind == "node") != (m["node"] is not None):
-        raise ValueError(f"--inject {text!r}: a node number goes with kill-node only")
+        raise UsageError(f"--inject {text!r}: a node number goes with kill-node only")
     rnd = int(m["round"])
     if rnd < 1:
-        raise ValueError(f"--inject {text!r}: round must be at least 1")
+        raise UsageError(f"--inject {text!r}: round must be at least 1")
     return Fault(text, kind, int(m["node"]) if m["node"] else None, rnd,
                  float(m["restart"]) if m["restart"] is not None else None)

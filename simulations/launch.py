@@ -20,9 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from fedrec.cli import ArgumentParser, error_line, guarded  # noqa: E402
-from fedrec.config import Config, ConfigError, load_toml, parse_override  # noqa: E402
-from fedrec.data.errors import DataError  # noqa: E402
+from fedrec.cli import ArgumentParser, guarded  # noqa: E402
+from fedrec.config import Config, load_toml, parse_override  # noqa: E402
 
 log = logging.getLogger("fedrec.launch")
 
@@ -116,17 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     overrides = list(args.overrides)
     if args.data_dir:
         overrides.append(f"data-dir={args.data_dir}")
-    try:
-        cfg = build_config(args.config, overrides, args.out)
-    except ConfigError as exc:
-        print(error_line(exc), file=sys.stderr)
-        return 2
+    cfg = build_config(args.config, overrides, args.out)  # bad input: @guarded's error line
     log.info("run directory: %s", cfg.run.out)
     try:
         summary = run(cfg, args.cpus, args.ray_address)
-    except (ConfigError, DataError) as exc:  # bad input: a clear message, no traceback
-        print(error_line(exc), file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         # Ctrl-C reaches this thread, but the ServerApp runs in a non-daemon thread of the
         # simulation that the interpreter would wait for at exit: end the process now (Ray's
