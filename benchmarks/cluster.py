@@ -10,10 +10,14 @@ TLS + SuperNode authentication), each a subprocess writing its own run directory
 run: seconds of the steady rounds (rounds 2..R: round 1 carries the nodes' first preparation of
 the split and model), and the bytes of the train and evaluate messages and replies of round 2
 (``metrics.csv`` ``train_bytes`` / ``evaluate_bytes``: every serialized Flower object of the
-messages, before HTTP framing and TLS). The breakdown of a cluster round (``--breakdown``, on
-by default): the start of one ``flwr-clientapp``-like process that imports the ClientApp, and
-fedrec's own work on one node (train + evaluate, in this process); Flower's polling and
-transport is the rest of the round.
+messages, before HTTP framing and TLS), and the CPU seconds per round of each kind of
+cluster process over the whole run, start-up included (``cluster/cpu.json``): the SuperLink
+with the ServerApp under it, the SuperNodes, the SuperExecs with their ClientApp processes.
+The breakdown of a cluster round (on by default; ``--no-breakdown``): the start of a fresh
+``flwr-clientapp``-like process (a new interpreter importing the ClientApp, as Flower starts
+one per message) and of a warm one (forked from ``simulations/superexec.py``'s parent, as the
+cluster starts them), and fedrec's own work on one node (train + evaluate, in this process);
+Flower's polling and transport is the rest of the round.
 
 Prints a table and writes ``cluster.json`` (``--out``, default
 ``benchmarks/results/cluster.json``). ``--quick``: tiny synthetic data, 2 nodes, 2 rounds,
@@ -87,7 +91,12 @@ def run_one(engine: str, mode: str | None, args: list[str], out: Path,
     rows = rundir.read_metrics(out / "metrics.csv")
     steady = [float(r["round_s"]) for r in rows[1:]] or [float(rows[0]["round_s"])]
     ref = rows[1] if len(rows) > 1 else rows[0]
+    cpu_file = out / "cluster" / "cpu.json"
+    cpu = json.loads(cpu_file.read_text()) if cpu_file.exists() else {}
+    kinds = {"superlink": "superlink", "supernode": "supernode", "superexec": "superexec"}
+    cpu_by_kind = {k: sum(v for n, v in cpu.items() if n.startswith(k)) for k in kinds}
     return {
+        "cpu_s": cpu_by_kind if cpu else None,  # whole run, start-up included
         "engine": engine, "mode": mode, "wall_s": wall,
         "round_s": [float(r["round_s"]) for r in rows],
         "seconds_per_round": statistics.mean(steady),
@@ -96,18 +105,40 @@ def run_one(engine: str, mode: str | None, args: list[str], out: Path,
     }
 
 
+WARM_START = """
+import os, sys, time
+from simulations.superexec import WARM_MODULES
+import importlib
+for m in WARM_MODULES:
+    importlib.import_module(m)
+r, w = os.pipe()
+t = time.time()
+if os.fork() == 0:
+    import clients.app
+    os.write(w, b"x")
+    os._exit(0)
+os.read(r, 1)
+print(time.time() - t)
+"""
+
+
 def breakdown(args: list[str], nodes: int, repeats: int = 3) -> dict[str, float]:
-    """Process start of a fresh ClientApp process, and fedrec's work on node 0 (train +
-    evaluate of one round, in this process, after a warm-up)."""
+    """Start of a fresh ClientApp process (Flower's way: a new interpreter importing the
+    ClientApp), of a warm one (``simulations/superexec.py``: forked from a parent that has
+    imported the third-party modules, importing fedrec's ClientApp), and fedrec's work on node
+    0 (train + evaluate of one round, in this process, after a warm-up)."""
     code = ("import time; t = time.time(); "
             "import flwr.supernode.runtime.run_clientapp, clients.app; "
             "print(time.time() - t)")
-    starts = []
+    starts, warm = [], []
     for _ in range(repeats):
         t0 = time.time()
         subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), check=True,
                        capture_output=True, timeout=120)
         starts.append(time.time() - t0)
+        res = subprocess.run([sys.executable, "-c", WARM_START], cwd=ROOT, env=_env(),
+                             check=True, capture_output=True, text=True, timeout=120)
+        warm.append(float(res.stdout.split()[-1]))
 
     from fedrec import node
     from fedrec.params import to_numpy
@@ -128,7 +159,8 @@ def breakdown(args: list[str], nodes: int, repeats: int = 3) -> dict[str, float]
     t0 = time.time()
     node.evaluate_round(cfg, 1, reply.arrays, users, state)
     eval_s = time.time() - t0
-    return {"process_start_s": min(starts), "fedrec_train_s": train_s,
+    return {"process_start_s": min(starts), "warm_start_s": min(warm),
+            "fedrec_train_s": train_s,
             "fedrec_evaluate_s": eval_s}
 
 
@@ -170,19 +202,24 @@ def _row_lines(cell: dict[str, Any]) -> str:
     lines = []
     for r in cell["runs"]:
         name = r["engine"] + (f" ({r['mode']})" if r["mode"] else "")
+        cpu = r.get("cpu_s")
+        cpu_text = " / ".join(f"{cpu[k] / cell['rounds']:.1f}" for k in
+                              ("superlink", "supernode", "superexec")) if cpu else ""
         lines.append(f"| {cell['dataset']} | {cell['nodes']} | {name} | "
                      f"{r['seconds_per_round']:.2f} | {r['train_bytes'] / 1e6:.3f} | "
-                     f"{r['evaluate_bytes'] / 1e6:.3f} |")
+                     f"{r['evaluate_bytes'] / 1e6:.3f} | {cpu_text} |")
     if "breakdown" in cell:
         b = cell["breakdown"]
-        lines.append(f"|  |  | breakdown: process start {b['process_start_s']:.2f} s, fedrec "
-                     f"train {b['fedrec_train_s']:.2f} s + evaluate "
-                     f"{b['fedrec_evaluate_s']:.2f} s (node 0) |  |  |  |")
+        lines.append(f"|  |  | breakdown: ClientApp process start {b['process_start_s']:.2f} s "
+                     f"fresh, {b['warm_start_s']:.2f} s warm; fedrec train "
+                     f"{b['fedrec_train_s']:.2f} s + evaluate {b['fedrec_evaluate_s']:.2f} s "
+                     f"(node 0) |  |  |  |  |")
     return "\n".join(lines)
 
 
-HEADER = ("| dataset | nodes | engine | s / round | train MB / round | evaluate MB / round |\n"
-          "|---|---|---|---|---|---|")
+HEADER = ("| dataset | nodes | engine | s / round | train MB / round | evaluate MB / round | "
+          "CPU s / round: SuperLink+ServerApp / SuperNodes / SuperExecs+ClientApps |\n"
+          "|---|---|---|---|---|---|---|")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,11 @@ registered key per node) are on by default; ``--insecure`` turns both off. It ex
 the run ends ``finished:completed`` with a ``summary.json``. Logs, certificates, keys and
 Flower's state live in ``DIR/cluster/``; results in ``DIR`` as with ``launch.py``.
 
+A node is a SuperNode polling every 0.2 s and a SuperExec whose ClientApp processes are forked
+warm (``simulations/node.py``); the SuperLink keeps its state in memory unless
+``--superlink-database FILE``. Round 2+ on 4 nodes of the synthetic default: see
+``benchmarks/cluster.py`` (README: speed).
+
 ``--local-nodes K`` starts only nodes 0..K-1 here and waits for the others to join from other
 machines with the second form (``node``), which starts one SuperNode against a SuperLink
 anywhere (README: two machines).
@@ -30,7 +35,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -47,69 +51,27 @@ from fedrec.cli import ArgumentParser, guarded, preflight  # noqa: E402
 from fedrec.config import Config  # noqa: E402
 from simulations.faults import Fault, parse_fault  # noqa: E402
 from simulations.launch import build_config  # noqa: E402
+from simulations.node import (  # noqa: E402
+    NodeError,
+    flower_bin,
+    flower_env,
+    free_port,
+    node_main,
+    start_node_processes,
+    supernode_argv,
+)
 from simulations.processes import ProcessGroup  # noqa: E402
 
 log = logging.getLogger("fedrec.cluster")
 
 FEDERATION = "fedrec-cluster"
 POLL_S = 0.5
-ACTIVATION_FAILED = b"Failed to activate SuperNode"  # flower-supernode's log (it exits 1)
-RETRY_S = 5.0
+FAULT_POLL_S = 0.02  # while a fault waits for its round
 STATUS_S = 15.0  # seconds between run status checks while the run is going
 
 
 class ClusterError(RuntimeError):
     """The cluster could not run the experiment (the message says why)."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def flower_env(flwr_home: Path | None = None) -> dict[str, str]:
-    """Environment of every Flower process: the venv's ``bin`` first on PATH (SuperLink and
-    SuperNodes start ``flower-superexec`` by bare name), this checkout importable, offline."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    env.update({
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-        "FLWR_TELEMETRY_ENABLED": "0",
-        "NO_PROXY": "127.0.0.1,localhost",
-        "no_proxy": "127.0.0.1,localhost",
-        # SuperExec asks its SuperNode/SuperLink for a task every second by default
-        "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",
-        "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
-        "FEDREC_THREADS": env.get("FEDREC_THREADS", "1"),
-        "PYTHONWARNINGS": "ignore::DeprecationWarning",
-    })
-    if flwr_home is not None:
-        env["FLWR_HOME"] = str(flwr_home)
-    return env
-
-
-def flower_bin(name: str) -> str:
-    path = Path(sys.executable).parent / name
-    if not path.exists():
-        raise ClusterError(f"{path} not found: run with the Python of the venv that has flwr")
-    return str(path)
-
-
-def supernode_argv(superlink: str, port: int, partition: int, n_partitions: int,
-                   node_dir: Path, ca: Path | None, key: Path | None) -> list[str]:
-    """``flower-supernode`` for partition ``partition``; its private state and its cache of
-    the prepared split and model live in ``node_dir`` (the node's disk)."""
-    node_config = (f"partition-id={partition} num-partitions={n_partitions} "
-                   f"cache-dir=\"{node_dir / 'cache'}\"")
-    argv = [flower_bin("flower-supernode"), "--superlink", superlink,
-            "--host", "127.0.0.1", "--port", str(port), "--node-config", node_config]
-    argv += ["--root-certificates", str(ca)] if ca is not None else ["--insecure"]
-    if key is not None:
-        argv += ["--auth-supernode-private-key", str(key)]
-    return argv
 
 
 @dataclass
@@ -126,6 +88,7 @@ class Cluster:
     faults: list[Fault] = field(default_factory=list)
     deadline_s: float = 0.0  # whole run; 0: none beyond the run's own timeouts
     tls_hosts: tuple[str, ...] = ()  # names remote nodes use for the SuperLink (certificate)
+    database: Path | None = None  # the SuperLink's SQLite state; None: in memory
 
     def __post_init__(self) -> None:
         self.out = Path(self.cfg.run.out).resolve()
@@ -166,8 +129,9 @@ class Cluster:
             "".join(f"{k} = {_toml(v)}\n" for k, v in run_config.items()))
 
     def start_superlink(self) -> None:
-        argv = [flower_bin("flower-superlink"), "--host", self.host, "--port", str(self.port),
-                "--database", str(self.dir / "superlink.db")]
+        argv = [flower_bin("flower-superlink"), "--host", self.host, "--port", str(self.port)]
+        if self.database:  # else its state is in memory (a third of the CPU of SQLite's)
+            argv += ["--database", str(self.database)]
         if self.certs is not None:
             argv += ["--ssl-ca-certfile", str(self.certs.ca), "--ssl-certfile",
                      str(self.certs.cert), "--ssl-keyfile", str(self.certs.key)]
@@ -180,7 +144,8 @@ class Cluster:
                    "the SuperLink to answer", poll=0.5)
 
     def register_nodes(self) -> None:
-        """Register each node's public key (kept in the SuperLink's database)."""
+        """Register each node's public key with the SuperLink (again after a restart when its
+        state is in memory)."""
         for i, (_, pub) in enumerate(self.keys):
             res = self._flwr(["supernode", "register", str(pub), FEDERATION, "--name",
                               f"node-{i}", "--format", "json"], check=False)
@@ -207,13 +172,13 @@ class Cluster:
         argv = supernode_argv(self.address, self.node_ports[i], i, self.n_nodes, node_dir,
                               self.certs.ca if self.certs else None,
                               self.keys[i][0] if self.keys else None)
-        self.procs.start(f"supernode-{i}", argv)
+        start_node_processes(self.procs, f"-{i}", argv)
 
     def wait_nodes_online(self, timeout: float = 120.0, revive: bool = False) -> None:
         """Wait until all nodes are online; ``revive``: start again a local SuperNode that
         gave up (a SuperNode exits when it cannot re-activate on a restarted SuperLink)."""
-        gone = {f.target for f in self.faults if f.fired and f.kind == "node" and
-                f.restart is None}  # killed for good by --inject
+        gone = {t for f in self.faults if f.fired and f.kind == "node" and f.restart is None
+                for t in f.targets}  # killed for good by --inject
 
         def online() -> bool:
             status = self.node_status()
@@ -267,10 +232,13 @@ class Cluster:
             shown = max(shown, len(rows))
             return rows
 
+        last_tree = 0.0
         while True:
             rows = show()
-            for name in list(self.procs.procs):
-                self.procs.tree(name)  # remember every descendant's PID for the teardown
+            if time.monotonic() - last_tree > 1.0:
+                last_tree = time.monotonic()
+                for name in list(self.procs.procs):
+                    self.procs.tree(name)  # remember every descendant's PID for the teardown
             for fault in self.faults:
                 if fault.due(len(rows)):
                     run_id = self._apply(fault, run_id)
@@ -285,11 +253,11 @@ class Cluster:
             if t_end is not None and time.monotonic() > t_end:
                 raise ClusterError(f"the run did not finish within {self.deadline_s:g} s "
                                    f"(status {status})")
-            time.sleep(POLL_S)
+            # a pending fault must hit its round before the nodes reply (a round takes ~1 s)
+            time.sleep(FAULT_POLL_S if any(not f.fired for f in self.faults) else POLL_S)
 
     def _apply(self, fault: Fault, run_id: int) -> int:
         fault.fired = True
-        target = fault.target
         if fault.kind == "serverapp":
             pids = [p for p in self.procs.tree("superlink")
                     if "flwr-serverapp" in _cmdline(p)]
@@ -300,8 +268,9 @@ class Cluster:
             log.warning("inject %s: killed ServerApp (pids %s)", fault.text, pids)
             self._flwr(["stop", str(run_id), FEDERATION], check=False)  # mark the run ended
         else:
-            pids = self.procs.kill(target)
-            log.warning("inject %s: killed %s (pids %s)", fault.text, target, pids)
+            pids = [p for name in fault.targets for p in self.procs.kill(name)]
+            log.warning("inject %s: killed %s (pids %s)", fault.text, " and ".join(
+                fault.targets), pids)
         if fault.restart is None:
             return run_id
         time.sleep(fault.restart)
@@ -316,6 +285,8 @@ class Cluster:
             return run_id
         if fault.kind == "superlink":
             self.start_superlink()
+            if self.database is None:  # a new SuperLink knows no node: register them again
+                self.register_nodes()
             log.warning("inject %s: restarted the SuperLink", fault.text)
             self.wait_nodes_online(revive=True)
         else:
@@ -338,7 +309,7 @@ class Cluster:
         end = time.monotonic() + timeout
         while not ok():
             dead = [n for n, p in self.procs.procs.items() if p.poll() is not None
-                    and not any(f.fired and f.target == n for f in self.faults)]
+                    and not any(f.fired and n in f.targets for f in self.faults)]
             if dead:
                 raise ClusterError(f"{', '.join(dead)} exited while waiting for {what}; see "
                                    f"{self.procs.log_dir}")
@@ -358,6 +329,10 @@ class Cluster:
                 fh.write(f"==> run {run_id}\n{res.stdout}{res.stderr}\n")
 
     def close(self) -> None:
+        try:  # CPU seconds per process (and what ran under it), for benchmarks/cluster.py
+            rundir.write_json(self.dir / "cpu.json", self.procs.cpu())
+        except OSError as exc:
+            log.warning("could not write %s: %s", self.dir / "cpu.json", exc)
         try:
             self.save_server_logs()
         except (OSError, subprocess.SubprocessError) as exc:
@@ -407,55 +382,6 @@ def run_cluster(cluster: Cluster) -> dict:
     return json.loads(summary_path.read_text())
 
 
-def node_main(argv: list[str]) -> int:
-    """``cluster.py node``: one SuperNode joining a SuperLink anywhere, until Ctrl-C."""
-    p = ArgumentParser(prog="cluster.py node", description=node_main.__doc__)
-    p.add_argument("--superlink", required=True, help="the SuperLink's HOST:PORT")
-    p.add_argument("--partition-id", type=int, required=True)
-    p.add_argument("--num-partitions", type=int, required=True)
-    p.add_argument("--root-certificates", help="the CA certificate (TLS); without: --insecure")
-    p.add_argument("--auth-key", help="this node's private key (registered on the SuperLink)")
-    p.add_argument("--dir", default="fedrec-node", help="the node's disk: private state, "
-                   "cache, logs (default ./fedrec-node)")
-    args = p.parse_args(argv)
-    if not 0 <= args.partition_id < args.num_partitions:
-        p.error(f"--partition-id {args.partition_id} is not in 0..{args.num_partitions - 1}")
-    for opt in ("root_certificates", "auth_key"):
-        path = getattr(args, opt)
-        if path and not Path(path).is_file():
-            p.error(f"--{opt.replace('_', '-')} {path}: no such file")
-    node_dir = Path(args.dir).resolve() / f"node-{args.partition_id}"
-    argv_ = supernode_argv(args.superlink, free_port(), args.partition_id, args.num_partitions,
-                           node_dir, Path(args.root_certificates).resolve()
-                           if args.root_certificates else None,
-                           Path(args.auth_key).resolve() if args.auth_key else None)
-    argv_[argv_.index("--node-config") + 1] += f" state-dir=\"{node_dir / 'state'}\""
-    procs = ProcessGroup(node_dir / "logs", flower_env(), ROOT)
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill PID` stops it like Ctrl-C
-    try:
-        log_file = procs.log_dir / "supernode.log"
-        while True:
-            seen = log_file.stat().st_size if log_file.exists() else 0
-            proc = procs.start("supernode", argv_)
-            print(f"SuperNode {args.partition_id}/{args.num_partitions} (pid {proc.pid}) -> "
-                  f"{args.superlink}; log {procs.log_dir / 'supernode.log'}; Ctrl-C stops it",
-                  flush=True)
-            code = proc.wait()
-            with open(log_file, "rb") as fh:
-                fh.seek(seen)
-                if code == 0 or ACTIVATION_FAILED not in fh.read():
-                    return code
-            # its key is not registered yet, or the SuperLink still counts it online from a
-            # previous life (until its heartbeats expire): try again
-            print(f"the SuperLink refused to activate this node; retrying in {RETRY_S:g} s",
-                  flush=True)
-            time.sleep(RETRY_S)
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        procs.close()
-
-
 @guarded
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
@@ -486,6 +412,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inject", action="append", default=[], metavar="FAULT",
                    help="kill-node=K@round=R[,restart=S] | kill-superlink@round=R[,restart=S] "
                    "| kill-serverapp@round=R[,restart=S]")
+    p.add_argument("--superlink-database", metavar="PATH", help="keep the SuperLink's state "
+                   "(registered nodes, runs) in this SQLite file; default: in memory, about a "
+                   "third of the SuperLink's CPU (a restarted SuperLink then gets the nodes "
+                   "registered again; either way the run resumes from its checkpoint)")
     p.add_argument("--deadline", type=float, default=0.0, help="give up after this many "
                    "seconds of run (default: none beyond the run's timeout setting)")
     args = p.parse_args(argv)
@@ -511,13 +441,15 @@ def main(argv: list[str] | None = None) -> int:
         if f.kind == "node" and not 0 <= f.node < local:
             p.error(f"--inject {f.text}: node {f.node} is not a local node (0..{local - 1})")
     cluster = Cluster(cfg, n_nodes, tls, auth, local, args.host, args.port, faults,
-                      args.deadline, tuple(args.tls_host))
+                      args.deadline, tuple(args.tls_host),
+                      Path(args.superlink_database).resolve() if args.superlink_database
+                      else None)
     log.info("run directory: %s; %d nodes; %s", cluster.out, n_nodes,
              "TLS + node authentication" if auth else "TLS" if tls else "insecure")
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         summary = run_cluster(cluster)
-    except ClusterError as exc:
+    except (ClusterError, NodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

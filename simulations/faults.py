@@ -32,9 +32,12 @@ class Fault:
     fired: bool = False
 
     @property
-    def target(self) -> str:
-        """Name of the process the fault kills (as in ``ProcessGroup``)."""
-        return f"supernode-{self.node}" if self.kind == "node" else "superlink"
+    def targets(self) -> tuple[str, ...]:
+        """Names of the processes the fault kills (as in ``ProcessGroup``): a node is its
+        SuperNode and its SuperExec."""
+        if self.kind == "node":
+            return (f"supernode-{self.node}", f"superexec-{self.node}")
+        return ("superlink",)
 
     def due(self, completed_rounds: int) -> bool:
         return not self.fired and completed_rounds >= self.round - 1

@@ -59,6 +59,14 @@ def start_time(pid: int) -> str | None:
     return fields[19] if fields else None
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of ``pid`` and of its children it has waited for."""
+    fields = _stat(pid)
+    if fields is None:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def alive(pid: int, started: str | None = None) -> bool:
     """True when ``pid`` exists, is not a zombie and (if given) started at ``started``."""
     fields = _stat(pid)
@@ -117,6 +125,12 @@ class ProcessGroup:
         stop(pids, crash=True)
         self.procs[name].wait()
         return pids
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far of each process started here, with its living descendants and
+        the children they waited for (or not yet: zombies count)."""
+        return {name: sum(cpu_seconds(p) for p in [proc.pid, *descendants(proc.pid)])
+                for name, proc in self.procs.items()}
 
     def close(self) -> list[int]:
         """Stop every process started here and every descendant found; return PIDs still
