@@ -128,7 +128,9 @@ class FederationConfig:
     users_per_node: int = 512
     num_nodes: int = 0  # > 0 overrides users-per-node with an even split
     eval_every: int = 1
-    server_lr: float = 1.0  # server optimizers (fedadam, fedyogi, fedavgm)
+    server_lr: float = 1.0  # server optimizers (fedadam, fedyogi, fedavgm); fedavg-items: step on
+    # item rows as a multiple of their per-row mean update
+    server_momentum: float = 0.0  # fedavgm, fedavg-items: server momentum on the pseudo-gradient
     proximal_mu: float = 0.0  # fedprox (sparse-adam: on the item rows used in each batch)
     # seconds the server waits for nodes to connect and for each message's replies; a node
     # that misses it is named in a warning and counted in metrics.csv `missing`

@@ -38,12 +38,25 @@ class ItemWeightedFedAvg(S.FedAvg):
     the average over their users holding that row plus the users' total weight on it (array
     ``item-weight``); the server combines rows with those weights. Dense parameters are averaged
     as in FedAvg (weight ``num-examples``).
+
+    A server step on the item rows (FedAvgM's form, applied to the per-row mean): with
+    ``d_r`` the per-row mean update of round ``r`` (rows no user touched: 0),
+    ``v_r = server_momentum * v_{r-1} + d_r`` and ``rows_r = rows_{r-1} + server_lr * v_r``.
+    The mean over the users who touched a row moves it by about one user's step, where central
+    SGD moves it by the sum of its users' steps; ``server_lr > 1`` recovers part of that without
+    the sum's overshoot on popular rows (its step grows with the row's user count, the row's
+    curvature too). Dense parameters take the plain mean (they are touched by every user: the
+    mean is already one full step). ``server_lr = 1``, ``server_momentum = 0``: the mean itself.
     """
 
-    def __init__(self, item_params: list[str], **kwargs: Any) -> None:
+    def __init__(self, item_params: list[str], server_lr: float = 1.0,
+                 server_momentum: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.item_params = set(item_params)
+        self.server_lr = float(server_lr)
+        self.server_momentum = float(server_momentum)
         self.current: dict[str, np.ndarray] | None = None
+        self.momentum: dict[str, np.ndarray] | None = None  # v per item parameter
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -72,7 +85,14 @@ class ItemWeightedFedAvg(S.FedAvg):
                     acc += float(m.content["metrics"]["num-examples"]) * (a - g)
             if name in self.item_params:
                 denom = np.maximum(row_w, 1e-300).reshape(-1, *[1] * (g.ndim - 1))
-                out[name] = g + np.where(denom > 1e-300, acc / denom, 0.0)
+                step = np.where(denom > 1e-300, acc / denom, 0.0)
+                if self.server_momentum:
+                    if self.momentum is None:
+                        self.momentum = {}
+                    prev = self.momentum.get(name)
+                    step = step if prev is None else self.server_momentum * prev + step
+                    self.momentum[name] = step
+                out[name] = g + self.server_lr * step
             else:
                 out[name] = g + acc / max(total_w, 1e-300)
         metrics = self.train_metrics_aggr_fn([m.content for m in replies], self.weighted_by_key)
@@ -81,12 +101,14 @@ class ItemWeightedFedAvg(S.FedAvg):
 
 STRATEGIES: dict[str, tuple[type, Callable[[Config], dict[str, Any]]]] = {
     "fedavg": (S.FedAvg, lambda c: {}),
-    "fedavg-items": (ItemWeightedFedAvg, lambda c: {}),
+    "fedavg-items": (ItemWeightedFedAvg, lambda c: {"server_lr": c.fed.server_lr,
+                                                     "server_momentum": c.fed.server_momentum}),
     "fedprox": (S.FedProx, lambda c: {"proximal_mu": c.fed.proximal_mu}),
     "fedadam": (S.FedAdam, lambda c: {"eta": c.fed.server_lr, "eta_l": c.train.lr}),
     "fedyogi": (S.FedYogi, lambda c: {"eta": c.fed.server_lr, "eta_l": c.train.lr}),
     "fedadagrad": (S.FedAdagrad, lambda c: {"eta": c.fed.server_lr, "eta_l": c.train.lr}),
-    "fedavgm": (S.FedAvgM, lambda c: {"server_learning_rate": c.fed.server_lr}),
+    "fedavgm": (S.FedAvgM, lambda c: {"server_learning_rate": c.fed.server_lr,
+                                      "server_momentum": c.fed.server_momentum}),
     "fedmedian": (S.FedMedian, lambda c: {}),
     "fedtrimmedavg": (S.FedTrimmedAvg, lambda c: {}),
     "krum": (S.Krum, lambda c: {}),
@@ -108,8 +130,9 @@ def build_strategy(cfg: Config, n_nodes: int) -> S.Strategy:
             f"setting 'strategy' = '{name}' is unknown; known: {', '.join(sorted(STRATEGIES))}"
         )
     cls, extra = STRATEGIES[name]
+    kwargs = extra(cfg)
     if cls is ItemWeightedFedAvg:
-        extra = _item_kwargs
+        kwargs.update(_item_kwargs(cfg))
     return cls(
         fraction_train=1.0,
         fraction_evaluate=1.0,
@@ -118,7 +141,7 @@ def build_strategy(cfg: Config, n_nodes: int) -> S.Strategy:
         min_available_nodes=n_nodes,
         train_metrics_aggr_fn=sum_metrics,
         evaluate_metrics_aggr_fn=sum_metrics,
-        **extra(cfg),
+        **kwargs,
     )
 
 

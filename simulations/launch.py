@@ -1,10 +1,13 @@
 """Run one federated experiment on Flower's simulation engine (Ray).
 
     python simulations/launch.py [CONFIG.toml] [--set key=value ...] [--out DIR]
+                                 [--engine ray|inprocess]
 
 Without CONFIG the embedded default runs (synthetic data, MF, FedAvg). Results land in the run
 directory: ``config.json``, ``metrics.csv`` (a row per round), ``summary.json``,
 ``negatives.npz`` and ``checkpoints/``; running again with the same ``--out`` resumes.
+``--engine inprocess`` runs the same ServerApp loop and ClientApp handlers on the in-process
+Grid (``simulations.inprocess``: no Ray, one process; for long runs on a small busy machine).
 """
 
 from __future__ import annotations
@@ -108,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus", type=int, help="CPUs for the simulation (default: all)")
     parser.add_argument("--ray-address", help="run on this existing Ray cluster (e.g. "
                         "HOST:6379 of `ray start --head`) instead of a fresh local one")
+    parser.add_argument("--engine", choices=("ray", "inprocess"), default="ray",
+                        help="ray: Flower's simulation engine (default); inprocess: the same "
+                        "ServerApp loop and ClientApp handlers in this process, no Ray")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stdout)
@@ -118,7 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = build_config(args.config, overrides, args.out)  # bad input: @guarded's error line
     log.info("run directory: %s", cfg.run.out)
     try:
-        summary = run(cfg, args.cpus, args.ray_address)
+        if args.engine == "inprocess":
+            from simulations.inprocess import run_inprocess
+
+            summary = run_inprocess(cfg)
+        else:
+            summary = run(cfg, args.cpus, args.ray_address)
     except KeyboardInterrupt:
         # Ctrl-C reaches this thread, but the ServerApp runs in a non-daemon thread of the
         # simulation that the interpreter would wait for at exit: end the process now (Ray's

@@ -132,10 +132,9 @@ def test_fedavgm_server_learning_rate_over_two_rounds() -> None:
 
 
 def test_fedavgm_momentum_accumulates_pseudo_gradients() -> None:
-    # Prepare: fedrec has no 'server-momentum' setting yet; set Flower's attribute directly
-    strategy = strategy_for("fedavgm", **{"server-lr": 0.5})
-    strategy.server_momentum = 0.9
-    strategy.server_opt = True
+    # Prepare: setting 'server-momentum' reaches Flower's FedAvgM
+    strategy = strategy_for("fedavgm", **{"server-lr": 0.5, "server-momentum": 0.9})
+    assert strategy.server_momentum == 0.9
 
     # Execute
     start_round(strategy, 1, [2.0, 2.0], 0.0)
@@ -178,6 +177,41 @@ def test_fedavg_items_averages_each_item_row_over_the_users_holding_it() -> None
     # dense bias weighted by num-examples: (2 * 1 + 6 * (-1)) / 8 = -0.5
     np.testing.assert_allclose(out["bias"], -0.5, atol=1e-12)
     assert set(out) == set(base)  # the weights are not part of the model
+
+
+def test_fedavg_items_server_lr_and_momentum_step_the_item_rows_only() -> None:
+    # Prepare: the replies of the test above; server-lr 10, server-momentum 0.5
+    strategy = strategy_for("fedavg-items", model="mf", **{"server-lr": 10.0,
+                                                          "server-momentum": 0.5})
+    base = {"item_emb": np.array([[0.0], [0.0], [5.0]]), "item_bias": np.array([0.0, 0.0, 7.0]),
+            "bias": np.array(0.0)}
+
+    def round_(arrays: dict[str, np.ndarray], shift: float) -> dict[str, np.ndarray]:
+        strategy.configure_train(1, ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+                                 ConfigRecord({}), ThreeNodeGrid())
+        a = {k: np.asarray(v, dtype=np.float64) for k, v in arrays.items()}
+        replies = [  # each node moves item_bias rows 0, 1 by the same deltas from the global
+            reply(2.0, item_emb=a["item_emb"], item_bias=a["item_bias"] + [1.0, 0.0, 0.0],
+                  bias=float(a["bias"]) + shift, **{"item-weight": [2.0, 0.0, 0.0]}),
+            reply(6.0, item_emb=a["item_emb"], item_bias=a["item_bias"] + [4.0, 2.0, 0.0],
+                  bias=float(a["bias"]) - shift, **{"item-weight": [1.0, 3.0, 0.0]}),
+        ]
+        return arrays_of(strategy.aggregate_train(1, replies)[0])
+
+    # Execute
+    first = round_(base, 1.0)
+    second = round_(first, 2.0)
+
+    # Assert. Round 1: per-row mean update d1 = [2, 2, 0] (as above); v1 = d1;
+    # rows = [0, 0, 7] + 10 * [2, 2, 0] = [20, 20, 7]. Untouched row 2 keeps 7.
+    np.testing.assert_allclose(first["item_bias"], [20.0, 20.0, 7.0], atol=1e-12)
+    np.testing.assert_allclose(first["item_emb"], [[0.0], [0.0], [5.0]], atol=1e-12)
+    # the dense bias takes the plain example-weighted mean: (2 * 1 + 6 * (-1)) / 8 = -0.5
+    np.testing.assert_allclose(first["bias"], -0.5, atol=1e-12)
+    # Round 2: d2 = [2, 2, 0]; v2 = 0.5 * v1 + d2 = [3, 3, 0]; rows = [20, 20, 7] + 30
+    np.testing.assert_allclose(second["item_bias"], [50.0, 50.0, 7.0], atol=1e-12)
+    # bias: -0.5 + (2 * 2 + 6 * (-2)) / 8 = -1.5 (no server lr, no momentum on dense params)
+    np.testing.assert_allclose(second["bias"], -1.5, atol=1e-12)
 
 
 # ------------------------------------------------------------------------- FedOpt family

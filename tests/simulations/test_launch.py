@@ -50,3 +50,16 @@ def test_data_error_is_reported_cleanly(tmp_path):
                  "--out", str(tmp_path / "x"))
     assert res.returncode == 2
     assert "u.data" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_inprocess_engine_runs_the_same_loop_without_ray(tmp_path):
+    # Prepare / Execute: two rounds on the in-process Grid
+    out = tmp_path / "run"
+    res = launch(*TINY[:-2], "--set", "num-rounds=2", "--engine", "inprocess", "--out", str(out))
+
+    # Assert: the run contract's files, every round in metrics.csv, no Ray start-up
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rounds"] == 2 and 0.0 <= summary["final"]["hr@10"] <= 1.0
+    assert len((out / "metrics.csv").read_text().strip().splitlines()) == 3
+    assert "ray" not in (res.stdout + res.stderr).lower()
