@@ -130,7 +130,7 @@ def _stat(values: list[float]) -> tuple[float, float]:
 
 def table(results: dict[tuple, dict], attacks: list[str], fractions: list[float],
           defenses: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{row: {defense: {"er@10": (mean, std), "hr@10": (mean, std), "seeds": n}}}``."""
+    """``{row: {defense: {"er@10" | "er@100" | "hr@10": (mean, std), "seeds": n}}}``."""
     rows = [CLEAN] + [f"{a} {f:g}" for a in attacks for f in fractions]
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for row in rows:
@@ -141,6 +141,7 @@ def table(results: dict[tuple, dict], attacks: list[str], fractions: list[float]
                       if (ca, cf, cd) == (a, f, d)]
             if finals:
                 out[row][d] = {"er@10": _stat([x.get("er@10", 0.0) for x in finals]),
+                               "er@100": _stat([x.get("er@100", 0.0) for x in finals]),
                                "hr@10": _stat([x["hr@10"] for x in finals]),
                                "seeds": len(finals)}
     return out
@@ -183,7 +184,8 @@ def markdown(tab: dict, defenses: list[str], lines: list[str], meta: dict,
             "", f"Command: `{meta['command']}`", "",
             f"ER@10 floor (one test user): {meta['floor']:.5f}; ratios use max(clean ER, floor).",
             ""]
-    for key, label in (("er@10", "ER@10 of the target item"), ("hr@10", "HR@10")):
+    for key, label in (("er@10", "ER@10 of the target item"), ("hr@10", "HR@10"),
+                       ("er@100", "ER@100 of the target item (diagnostic: how close it came)")):
         text += [f"## {label}", "", "| row | " + " | ".join(defenses) + " |",
                  "|---|" + "---|" * len(defenses)]
         for row, by_def in tab.items():
