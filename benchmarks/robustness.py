@@ -19,6 +19,11 @@ finished cells are skipped (an interrupted run resumes). Defenses:
   DP-FedAvg (``privacy = "user"``: clip-norm, noise-multiplier);
 - ``row-clip``: each user's update of each item row clipped to ``row-clip-norm`` on its node.
 
+Metrics: ER@10 of the target (the issue's metric; ratios to clean use a floor of one test user
+when clean is 0), HR@10, and ER@100 (a diagnostic: how close a target outside the top-10
+came). The fake profiles' size is the config's ``attack-profile-size``
+(``robust_ml100k_maxprofile.toml``: the largest real profile).
+
 Outputs in OUT: ``robustness.md`` (tables, mean +- std over seeds, target checks),
 ``robustness.json``; runs under ``OUT/robustness-runs/``. ``--inference`` adds the AUC table
 (:mod:`fedrec.eval.inference`) at 1, 16 and 512 users per node, without and with DP.

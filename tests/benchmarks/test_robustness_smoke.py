@@ -17,7 +17,7 @@ _spec.loader.exec_module(robustness)
 def test_shipped_configs_are_valid_and_clean_by_default():
     from fedrec.config import Config, load_toml
 
-    for name in ("robust_ml1m.toml", "robust_ml100k.toml"):
+    for name in ("robust_ml1m.toml", "robust_ml100k.toml", "robust_ml100k_maxprofile.toml"):
         cfg = Config.from_flat(load_toml(robustness.CONFIGS / name))
         assert cfg.robust.attack == "boost" and cfg.robust.attack_fraction == 0.0
 
