@@ -19,6 +19,11 @@ finished cells are skipped (an interrupted run resumes). Defenses:
   DP-FedAvg (``privacy = "user"``: clip-norm, noise-multiplier);
 - ``row-clip``: each user's update of each item row clipped to ``row-clip-norm`` on its node.
 
+Metrics: ER@10 of the target (the issue's metric; ratios to clean use a floor of one test user
+when clean is 0), HR@10, and ER@100 (a diagnostic: how close a target outside the top-10
+came). The fake profiles' size is the config's ``attack-profile-size``
+(``robust_ml100k_maxprofile.toml``: the largest real profile).
+
 Outputs in OUT: ``robustness.md`` (tables, mean +- std over seeds, target checks),
 ``robustness.json``; runs under ``OUT/robustness-runs/``. ``--inference`` adds the AUC table
 (:mod:`fedrec.eval.inference`) at 1, 16 and 512 users per node, without and with DP.
@@ -130,7 +135,7 @@ def _stat(values: list[float]) -> tuple[float, float]:
 
 def table(results: dict[tuple, dict], attacks: list[str], fractions: list[float],
           defenses: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{row: {defense: {"er@10": (mean, std), "hr@10": (mean, std), "seeds": n}}}``."""
+    """``{row: {defense: {"er@10" | "er@100" | "hr@10": (mean, std), "seeds": n}}}``."""
     rows = [CLEAN] + [f"{a} {f:g}" for a in attacks for f in fractions]
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for row in rows:
@@ -141,6 +146,7 @@ def table(results: dict[tuple, dict], attacks: list[str], fractions: list[float]
                       if (ca, cf, cd) == (a, f, d)]
             if finals:
                 out[row][d] = {"er@10": _stat([x.get("er@10", 0.0) for x in finals]),
+                               "er@100": _stat([x.get("er@100", 0.0) for x in finals]),
                                "hr@10": _stat([x["hr@10"] for x in finals]),
                                "seeds": len(finals)}
     return out
@@ -183,7 +189,8 @@ def markdown(tab: dict, defenses: list[str], lines: list[str], meta: dict,
             "", f"Command: `{meta['command']}`", "",
             f"ER@10 floor (one test user): {meta['floor']:.5f}; ratios use max(clean ER, floor).",
             ""]
-    for key, label in (("er@10", "ER@10 of the target item"), ("hr@10", "HR@10")):
+    for key, label in (("er@10", "ER@10 of the target item"), ("hr@10", "HR@10"),
+                       ("er@100", "ER@100 of the target item (diagnostic: how close it came)")):
         text += [f"## {label}", "", "| row | " + " | ".join(defenses) + " |",
                  "|---|" + "---|" * len(defenses)]
         for row, by_def in tab.items():

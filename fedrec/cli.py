@@ -57,15 +57,18 @@ def guarded(main: Callable[..., int]) -> Callable[..., int]:
     return wrapper
 
 
-def preflight(configs: Iterable[Config]) -> None:
+def preflight(configs: Iterable[Config]) -> list[int]:
     """Load (and so validate) the split of every distinct data setting in ``configs`` and check
-    the node count each implies; raises ``DataError`` / ``ConfigError`` naming the culprit."""
+    the node count each implies; raises ``DataError`` / ``ConfigError`` naming the culprit.
+    Returns the node counts, one per config (so a caller need not load the split again)."""
     from fedrec.data.partition import num_partitions
     from fedrec.node import load_split
 
+    nodes = []
     for cfg in configs:
         split = load_split(cfg)
-        num_partitions(split.n_users, cfg.fed.users_per_node, cfg.fed.num_nodes)
+        nodes.append(num_partitions(split.n_users, cfg.fed.users_per_node, cfg.fed.num_nodes))
+    return nodes
 
 
 def fail(message: str) -> NoReturn:

@@ -162,6 +162,9 @@ class RobustConfig:
     attack: str = "none"  # none | fake-random | fake-popular | boost (see fedrec/attacks)
     attack_fraction: float = 0.05  # malicious (extra, fake) users per real user
     attack_target: int = -1  # promoted item index; -1: a seeded pick among unpopular items
+    # items per fake profile: 0 = drawn from the real users' profile sizes; -1 = the largest
+    # real profile; n > 0 = n items (the target and n - 1 fillers)
+    attack_profile_size: int = 0
     defense: str = "none"  # none | clip (per-user norm clip) | row-clip (per item row, per user)
     row_clip_norm: float = 2.0  # row-clip: bound on one user's update of one item row
 
@@ -234,6 +237,8 @@ class Config:
              "cannot be combined with privacy (DP clips every user already)"),
             ("attack-fraction", 0 <= self.robust.attack_fraction <= 1, "must be in [0, 1]"),
             ("attack-target", self.robust.attack_target >= -1, "must be >= -1 (-1: seeded)"),
+            ("attack-profile-size", self.robust.attack_profile_size >= -1,
+             "must be >= -1 (0: drawn from the real profile sizes; -1: the largest real one)"),
             ("row-clip-norm", self.robust.row_clip_norm > 0, "must be > 0"),
             ("max-update-norm", self.fed.max_update_norm > 0, "must be > 0 (inf: no bound)"),
             ("timeout", self.fed.timeout > 0, "must be > 0"),

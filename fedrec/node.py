@@ -44,7 +44,7 @@ def _split_key(cfg: Config) -> tuple:
     d, a = cfg.data, cfg.robust
     return (d.dataset, d.split, d.data_dir, cfg.run.seed, d.test_negatives, d.synthetic_users,
             d.synthetic_items, d.synthetic_interactions, a.attack, a.attack_fraction,
-            a.attack_target)
+            a.attack_target, a.attack_profile_size)
 
 
 def _model_key(cfg: Config) -> tuple:

@@ -13,7 +13,8 @@ import numpy as np
 from fedrec.data.schema import SplitData
 
 METRIC_FIELDS = ["round", "train_loss", "users", "rejected", "hr@10", "ndcg@10", "recall@20",
-                 "ndcg@20-full", "rmse", "auc", "acc", "f1", "er@10", "val-hr@10", "val-ndcg@10",
+                 "ndcg@20-full", "rmse", "auc", "acc", "f1", "er@10", "er@100", "val-hr@10",
+                 "val-ndcg@10",
                  "val-recall@20", "val-ndcg@20-full", "val-auc", "val-acc", "val-f1", "epsilon",
                  "epsilon_rdp", "missing", "train_bytes", "evaluate_bytes", "round_s",
                  "elapsed_s"]

@@ -8,6 +8,7 @@ interrupted run resumes from its last completed round.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -20,7 +21,6 @@ from flwr.app import (
     Array,
     ArrayRecord,
     ConfigRecord,
-    Message,
 )
 from flwr.serverapp import Grid
 
@@ -40,30 +40,20 @@ from fedrec.node import (
 from fedrec.params import check_shared, to_numpy
 from server.exchange import await_nodes, send_and_collect
 from server.privacy import PrivateStrategy, with_privacy
-from server.replies import ReplyRules, screen_replies
+from server.replies import EvalRules, ReplyRules, screen_replies
 from server.strategies import build_strategy, sum_metrics
 
 log = logging.getLogger("fedrec.server")
 
 CKPT_DIR = "checkpoints"
 EVAL_FIELDS = ("hr@10", "ndcg@10", "recall@20", "ndcg@20-full", "rmse", "auc", "acc", "f1",
-               "er@10")
+               "er@10", "er@100")
 TEST_KEYS = ("hr@10", "auc")
 VAL_KEYS = tuple(VALID + k for k in EVAL_FIELDS)
 
 
 def _record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
     return ArrayRecord({k: Array(np.array(v, order="C")) for k, v in arrays.items()})
-
-
-def _ok(replies: list[Message], what: str) -> list[Message]:
-    good = [m for m in replies if not m.has_error()]
-    for m in replies:
-        if m.has_error():
-            log.warning("%s: node %s failed: %s", what, m.metadata.src_node_id, m.error.reason)
-    if not good:
-        raise RuntimeError(f"{what}: every node failed (see the warnings above)")
-    return good
 
 
 def _strategy_state(strategy: Any) -> dict[str, Any]:
@@ -128,6 +118,9 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
         " ".join(f"{k} {v:.4f}" for k, v in popularity.items() if k in EVAL_FIELDS[:2] + ("auc",)),
     )
     n_rounds = cfg.fed.num_rounds
+    rules = _reply_rules(cfg, split, arrays, n_nodes)  # once; each round's arrays are its base
+    from_global = cfg.privacy.privacy != "user"  # (DP replies are sums: measured from zero)
+    eval_rules = EvalRules(_max_count(split))
     stopped = None
     nodes: set[int] | None = None
     for r in range(start, n_rounds + 1):
@@ -142,8 +135,9 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
         replies, missing, nbytes = send_and_collect(grid, msgs, cfg.fed.timeout,
                                                     f"round {r} train")
         # a node that did not answer is `missing` (named by send_and_collect), not `rejected`
-        replies, rejected = screen_replies(len(msgs) - len(missing), replies,
-                                           _reply_rules(cfg, split, arrays, n_nodes))
+        replies, rejected = screen_replies(
+            len(msgs) - len(missing), replies,
+            dataclasses.replace(rules, base=arrays) if from_global else rules)
         if not replies:
             raise RuntimeError("train: every node failed (see the warnings above)")
         train_sums = dict(sum_metrics([m.content for m in replies], "num-examples"))
@@ -163,8 +157,9 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
         if r % cfg.fed.eval_every == 0 or r == n_rounds:
             parts = eval_parts(split, final=r == n_rounds)
             row.update(_evaluate(grid, strategy, r, arrays, flat, cfg.fed.timeout, parts,
-                                 n_nodes))
+                                 n_nodes, eval_rules))
             row["missing"] += row.pop("missing-evaluate")
+            row["rejected"] += row.pop("rejected-evaluate")
             row["evaluate_bytes"] = row.pop("bytes-evaluate")
         row["round_s"] = time.time() - t0
         prev = float(rows[-1]["elapsed_s"]) if rows else 0.0
@@ -188,8 +183,9 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     if rows and split.has_validation and not any(k in rows[-1] for k in TEST_KEYS):
         # stopped early (privacy budget): the test part is read once, for the last model
         rows[-1].update(_evaluate(grid, strategy, int(rows[-1]["round"]), arrays, flat,
-                                  cfg.fed.timeout, ("test",), n_nodes))
+                                  cfg.fed.timeout, ("test",), n_nodes, eval_rules))
         rows[-1]["missing"] = rows[-1].get("missing", 0) + rows[-1].pop("missing-evaluate")
+        rows[-1]["rejected"] = rows[-1].get("rejected", 0) + rows[-1].pop("rejected-evaluate")
         rows[-1]["evaluate_bytes"] = (rows[-1].get("evaluate_bytes") or 0) + rows[-1].pop(
             "bytes-evaluate")
         rundir.write_metrics(out / "metrics.csv", rows, rundir.METRIC_FIELDS)
@@ -226,7 +222,9 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
 
 def _reply_rules(cfg: Config, split: Any, arrays: dict[str, np.ndarray],
                  n_nodes: int) -> ReplyRules:
-    """What a valid train reply carries this round (see ``server.replies``)."""
+    """What a valid train reply carries (see ``server.replies``); built once per run. Without
+    user-level DP the update is measured from the global ``arrays`` (the caller puts each
+    round's in); under it from zero."""
     extra = {ITEM_WEIGHT_KEY: (split.n_items,)} if cfg.fed.strategy == ITEM_WEIGHTED else {}
     if cfg.privacy.privacy != "user":  # num-examples: training positives
         return ReplyRules(arrays, extra, float(split.n_train), cfg.fed.max_update_norm)
@@ -241,18 +239,30 @@ def _reply_rules(cfg: Config, split: Any, arrays: dict[str, np.ndarray],
     return ReplyRules(zero, extra, 1.0, cfg.privacy.clip_norm * node_users * (1 + 1e-5))
 
 
+def _max_count(split: Any) -> float:
+    """The most a node can count in an evaluate reply: every user (ranking), every labelled
+    row of the larger evaluation part (click-through)."""
+    if split.protocol != "ctr":
+        return float(split.n_users)
+    return float(max(len(p.items) for p in (split.ctr_test, split.ctr_valid) if p is not None))
+
+
 def _evaluate(
     grid: Grid, strategy: Any, r: int, arrays: dict, flat: dict, timeout: float,
-    parts: tuple[str, ...] = ("test",), n_nodes: int = 1,
+    parts: tuple[str, ...] = ("test",), n_nodes: int = 1, rules: EvalRules | None = None,
 ) -> dict[str, float]:
     config = ConfigRecord({**flat, EVAL_PARTS_KEY: ",".join(parts)})
     await_nodes(grid, strategy, n_nodes, 0.0)  # a node lost since training is not waited for
     msgs = strategy.configure_evaluate(r, _record(arrays), config, grid)
     replies, missing, nbytes = send_and_collect(grid, msgs, timeout, f"round {r} evaluate")
-    replies = _ok(replies, "evaluate")
+    replies, rejected = screen_replies(len(msgs) - len(missing), replies, rules or EvalRules(),
+                                       f"round {r} evaluate")
+    if not replies:
+        raise RuntimeError("evaluate: every node failed (see the warnings above)")
     sums = dict(strategy.aggregate_evaluate(r, replies) or {})
     out = summarize({k[: -len("-sum")]: v for k, v in sums.items() if k.endswith("-sum")})
-    return {**out, "missing-evaluate": len(missing), "bytes-evaluate": nbytes}
+    return {**out, "missing-evaluate": len(missing), "rejected-evaluate": rejected,
+            "bytes-evaluate": nbytes}
 
 
 def config_identity(cfg: Config) -> dict[str, Any]:

@@ -6,6 +6,9 @@ A node's train reply must carry exactly the arrays the server sent (plus ``item-
 metrics; an ``item-weight`` row vector in ``[0, num-examples]``; and an update
 ``||reply - global||`` (L2 over every shared array) of at most ``max-update-norm``.
 
+Evaluate replies (metric sums and counts) are screened too (:func:`check_eval_reply`): every
+value finite and >= 0, ``num-examples`` (the users or rows counted) at most what the run has.
+
 A reply that fails is rejected with a logged reason and never reaches the strategy. A node that
 raised (an error reply) or did not answer before the timeout is rejected the same way. The
 round goes on with the replies that pass; only when none pass does it stop.
@@ -106,17 +109,48 @@ def check_reply(msg: Message, rules: ReplyRules) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class EvalRules:
+    """What a valid evaluate reply looks like: ``max_count`` bounds ``num-examples`` (the
+    users, or labelled rows, a node can have counted)."""
+
+    max_count: float = math.inf
+
+
+def check_eval_reply(msg: Message, rules: EvalRules) -> str | None:
+    """Why the evaluate reply ``msg`` must not be summed, or ``None`` when it is valid."""
+    if msg.has_error():
+        return f"node error: {msg.error.reason}"
+    if "metrics" not in msg.content.metric_records:
+        return "reply lacks its 'metrics' record"
+    metrics = msg.content["metrics"]
+    if WEIGHT_KEY not in metrics:
+        return f"metric '{WEIGHT_KEY}' is missing"
+    for k, v in metrics.items():
+        vals = np.asarray(v, dtype=np.float64)
+        if not np.isfinite(vals).all():
+            return f"metric '{k}' is not finite"
+        if (vals < 0).any():  # sums of hits, gains, squared errors and counts
+            return f"metric '{k}' is negative"
+    w = float(metrics[WEIGHT_KEY])
+    if w > rules.max_count:
+        return f"count {WEIGHT_KEY}={w:g} exceeds the {rules.max_count:g} the run has"
+    return None
+
+
 def screen_replies(
-    sent: int, replies: list[Message], rules: ReplyRules, what: str = "train"
+    sent: int, replies: list[Message], rules: ReplyRules | EvalRules, what: str = "train"
 ) -> tuple[list[Message], int]:
     """The valid replies and the number rejected (errors, invalid, and the ``sent - received``
-    nodes that did not answer in time); each rejection is logged with its reason."""
+    nodes that did not answer in time); each rejection is logged with its reason. ``rules``
+    says which kind of reply: train (:class:`ReplyRules`) or evaluate (:class:`EvalRules`)."""
+    check = check_reply if isinstance(rules, ReplyRules) else check_eval_reply
     good: list[Message] = []
     rejected = max(sent - len(replies), 0)
     if rejected:
         log.warning("%s: %d node(s) did not reply before the timeout", what, rejected)
     for m in replies:
-        why = check_reply(m, rules)
+        why = check(m, rules)
         if why is None:
             good.append(m)
         else:

@@ -8,9 +8,11 @@ run differ only by the attack; fake users have no test item and are never evalua
 attack is seeded from the run seed (``fedrec.rng``): it is an experiment condition, not privacy
 randomness.
 
-- ``fake-random`` / ``fake-popular`` (data poisoning, :mod:`fedrec.attacks.profiles`): each fake
-  user holds the target item plus filler items (uniformly random / among the most popular ones)
-  and trains honestly on that profile.
+- ``fake-random`` / ``fake-popular`` (data poisoning, :mod:`fedrec.attacks.profiles`; the random
+  and bandwagon shilling attacks): each fake user holds the target item plus filler items
+  (uniformly random / among the most popular ones), as many as a real user's profile
+  (``attack-profile-size``: drawn from the real sizes, the largest real one, or fixed), and
+  trains honestly on that profile.
 - ``boost`` (model poisoning, :mod:`fedrec.attacks.boost`; FedRecAttack / PipAttack style):
   each sampled fake user replaces its update by a crafted one that moves only the target item's
   rows: bias up, embedding towards the mean of the popular items' embeddings (which most users

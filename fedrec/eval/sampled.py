@@ -105,6 +105,7 @@ def _evaluate_view(view: _View, split: SplitData, ks: tuple[int, ...], full: boo
         sums["sse"] = 0.0
     if target >= 0:
         sums[f"er@{EXPOSURE_K}"] = 0.0
+        sums[f"er@{EXPOSURE_WIDE}"] = 0.0
     chunk = min(chunk, view.users_per_call(split.n_items if full or target >= 0 else
                                            1 + split.test_negatives.shape[1]))
     for lo in range(0, len(pos_all), chunk):
@@ -122,6 +123,8 @@ def _evaluate_view(view: _View, split: SplitData, ks: tuple[int, ...], full: boo
             s_all = view.scores(pos, np.ascontiguousarray(all_items))
         if target >= 0:
             sums[f"er@{EXPOSURE_K}"] += float(exposed(s_all, u, split, target).sum())
+            sums[f"er@{EXPOSURE_WIDE}"] += float(
+                exposed(s_all, u, split, target, EXPOSURE_WIDE).sum())
         if full:
             rank = full_ranks(s_all, u, split)
             sums[f"recall@{FULL_K}"] += float((rank < FULL_K).sum())
@@ -148,6 +151,7 @@ def full_ranks(scores: np.ndarray, users: np.ndarray, split: SplitData) -> np.nd
 
 
 EXPOSURE_K = 10
+EXPOSURE_WIDE = 100  # er@100: how close a target outside the top-10 came (attack diagnostics)
 
 
 def exposed(scores: np.ndarray, users: np.ndarray, split: SplitData, target: int,
@@ -222,7 +226,8 @@ def evaluate_parts(
     prefixed ``val-``. Ranking splits give HR/NDCG (and full-ranking, RMSE) sums and ``count``;
     click-through splits :func:`fedrec.eval.ctr.ctr_sums`. ``user_params`` are the private
     rows aligned with ``users``, or the users' locally fine-tuned tables. ``target`` >= 0 adds
-    the sum of :func:`exposed` (``er@10``: the target in the user's full-ranking top-10)."""
+    the sums of :func:`exposed` (``er@10``: the target in the user's full-ranking top-10;
+    ``er@100``: in its top-100)."""
     if isinstance(user_params, list):
         views = [_View(model, shared, t.users, t.user, t) for t in user_params]
     else:

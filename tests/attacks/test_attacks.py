@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from fedrec.attacks.boost import attack_norm, crafted_update
-from fedrec.attacks.profiles import item_counts, n_fake_users, poison_split, target_item
+from fedrec.attacks.profiles import (
+    item_counts,
+    n_fake_users,
+    poison_split,
+    profile_sizes,
+    target_item,
+)
 from fedrec.config import Config, ConfigError
 from fedrec.data.partition import partition_users
 from fedrec.data.schema import SplitData
@@ -40,20 +46,55 @@ def test_fake_users_are_extra_dealt_over_nodes_and_never_tested():
         np.testing.assert_array_equal(split.train_items[: len(clean.train_items)],
                                       clean.train_items)
         t = target_item(cfg, split)
+        real_sizes = np.diff(clean.train_indptr)
         for u in range(clean.n_users, split.n_users):
             assert t in split.user_items(u)
-            assert len(split.user_items(u)) == max(2, int(np.median(np.diff(
-                clean.train_indptr))))
+            if attack == "boost":  # weight of a median real user
+                assert len(split.user_items(u)) == int(np.median(real_sizes))
+            else:  # sizes drawn from the real ones
+                assert len(split.user_items(u)) in set(real_sizes.tolist())
         assert (split.test_items[clean.n_users:] == -1).all()
         nodes = partition_users(split.n_users, 4, split.fake_users)
         fakes_per_node = [int((p >= clean.n_users).sum()) for p in nodes]
         assert fakes_per_node == [3, 3, 2, 2]
         assert all((np.diff(p) > 0).all() for p in nodes)
-    popular = load_split(cfg_of(attack="fake-popular", attack_fraction=0.05))
-    counts = item_counts(popular)
-    fillers = np.setdiff1d(popular.train_items[popular.train_indptr[200]:],
-                           [target_item(cfg_of(attack="fake-popular"), popular)])
-    assert np.median(counts[fillers]) > 2 * np.median(counts)
+    # bandwagon: a profile of 10 draws its 9 fillers among the 18 most popular items;
+    # random: anywhere
+    fills = {}
+    for attack in ("fake-popular", "fake-random"):
+        cfg = cfg_of(attack=attack, attack_fraction=0.05, attack_profile_size=10)
+        split = load_split(cfg)
+        items = split.train_items[split.train_indptr[clean.n_users]:]
+        fills[attack] = items[items != target_item(cfg, split)]
+        assert len(fills[attack]) == 10 * 9
+    counts = item_counts(clean)
+    top = np.argsort(-counts, kind="stable")
+    top = top[top != target_item(cfg, clean)][:18]
+    assert set(fills["fake-popular"].tolist()) <= set(top.tolist())
+    assert not set(fills["fake-random"].tolist()) <= set(top.tolist())
+
+
+@pytest.mark.parametrize("size", [-1, 7])
+def test_profile_size_setting(size):
+    clean = load_split(cfg_of())
+    split = load_split(cfg_of(attack="fake-random", attack_fraction=0.05,
+                              attack_profile_size=size))
+    want = int(np.diff(clean.train_indptr).max()) if size == -1 else size
+    sizes = np.diff(split.train_indptr)[clean.n_users:]
+    assert sizes.tolist() == [want] * 10
+    assert profile_sizes(cfg_of(attack_profile_size=1), clean, 3).tolist() == [2, 2, 2]
+    with pytest.raises(ConfigError, match="attack-profile-size"):
+        cfg_of(attack_profile_size=-2)
+
+
+def test_drawn_profile_sizes_follow_the_real_ones():
+    clean = load_split(cfg_of())
+    sizes = profile_sizes(cfg_of(attack="fake-random"), clean, 4000)
+    real = np.diff(clean.train_indptr)
+    assert set(sizes.tolist()) <= set(real.tolist())
+    assert sizes.mean() == pytest.approx(real.mean(), rel=0.05)
+    np.testing.assert_array_equal(sizes, profile_sizes(cfg_of(attack="fake-random"), clean,
+                                                       4000))  # seeded
 
 
 def test_target_is_an_unpopular_existing_item_and_checked():

@@ -17,7 +17,7 @@ _spec.loader.exec_module(robustness)
 def test_shipped_configs_are_valid_and_clean_by_default():
     from fedrec.config import Config, load_toml
 
-    for name in ("robust_ml1m.toml", "robust_ml100k.toml"):
+    for name in ("robust_ml1m.toml", "robust_ml100k.toml", "robust_ml100k_maxprofile.toml"):
         cfg = Config.from_flat(load_toml(robustness.CONFIGS / name))
         assert cfg.robust.attack == "boost" and cfg.robust.attack_fraction == 0.0
 
@@ -36,6 +36,9 @@ def test_quick_run_writes_table_targets_and_inference(tmp_path, capsys):
     er_defended = tab["boost 0.05"]["row-clip"]["er@10"][0]
     assert er_attack > 0.5 > er_defended and er_clean < 0.05  # the attack works; row-clip holds
     assert 0 < tab["clean"]["row-clip"]["hr@10"][0] <= 1
+    # er@100 (diagnostic) is at least er@10: a top-10 is inside the top-100
+    assert tab["boost 0.05"]["none"]["er@100"][0] >= er_attack
+    assert "## ER@100" in (tmp_path / "robustness.md").read_text()
     assert any(line.startswith("- boost, undefended, 5 %") and "PASS" in line
                for line in data["targets"])
     inf = {(r["users-per-node"], r["dp"]): r for r in data["inference"]}

@@ -15,7 +15,13 @@ from fedrec.config import Config
 from fedrec.data.partition import num_partitions
 from fedrec.node import load_split
 from server.loop import run_federation
-from server.replies import ReplyRules, check_reply, screen_replies
+from server.replies import (
+    EvalRules,
+    ReplyRules,
+    check_eval_reply,
+    check_reply,
+    screen_replies,
+)
 from simulations.inprocess import InProcessGrid
 
 # what run_simulation sets up before a ServerApp may create messages (cases are built at import)
@@ -96,6 +102,31 @@ def test_error_and_missing_replies_are_counted():
     assert check_reply(err, RULES) == "node error: RuntimeError: boom"
 
 
+def eval_reply(metrics):
+    content = RecordDict({"metrics": MetricRecord(metrics)})
+    return Message(content=content, dst_node_id=0, message_type=MessageType.EVALUATE)
+
+
+GOOD_EVAL = {"num-examples": 10.0, "count-sum": 10.0, "hr@10-sum": 4.0, "ndcg@10-sum": 2.5}
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"hr@10-sum": math.nan}, "metric 'hr@10-sum' is not finite"),
+    ({"ndcg@10-sum": math.inf}, "metric 'ndcg@10-sum' is not finite"),
+    ({"hr@10-sum": -1.0}, "metric 'hr@10-sum' is negative"),
+    ({"num-examples": 1e9}, "num-examples=1e+09 exceeds the 50"),
+])
+def test_bad_evaluate_replies_are_rejected(change, why):
+    rules = EvalRules(max_count=50.0)
+    assert check_eval_reply(eval_reply(GOOD_EVAL), rules) is None
+    assert why in check_eval_reply(eval_reply({**GOOD_EVAL, **change}), rules)
+    no_count = {k: v for k, v in GOOD_EVAL.items() if k != "num-examples"}
+    assert "'num-examples' is missing" in check_eval_reply(eval_reply(no_count), rules)
+    good, rejected = screen_replies(3, [eval_reply(GOOD_EVAL), eval_reply({**GOOD_EVAL,
+                                                                           **change})], rules)
+    assert len(good) == 1 and rejected == 2  # the bad one + one that never came
+
+
 # ------------------------------------------------------------------ inside a federation
 SMALL = {"dataset": "synthetic", "synthetic-users": 40, "synthetic-items": 150,
          "test-negatives": 49, "synthetic-interactions": 12, "num-rounds": 3, "dim": 8,
@@ -164,3 +195,22 @@ def test_a_node_that_raises_is_rejected_and_counted(tmp_path):
     run_federation(grid, cfg)
     rows = rundir.read_metrics(tmp_path / "raise" / "metrics.csv")
     assert [int(r["rejected"]) for r in rows] == [1, 1, 1]
+
+
+class NanEvalGrid(InProcessGrid):
+    """Node 0 answers every evaluate message with a NaN hit count."""
+
+    def send_and_receive(self, messages, *, timeout=None):
+        out = super().send_and_receive(messages, timeout=timeout)
+        if out and out[0].metadata.message_type == MessageType.EVALUATE:
+            out[0].content["metrics"]["hr@10-sum"] = math.nan
+        return out
+
+
+def test_a_bad_evaluate_reply_is_rejected_and_counted(tmp_path):
+    cfg = Config.from_flat({**SMALL, "out": str(tmp_path / "eval"), "eval-every": 1})
+    n = num_partitions(load_split(cfg).n_users, cfg.fed.users_per_node)
+    summary = run_federation(NanEvalGrid(client_app, n), cfg)
+    rows = rundir.read_metrics(tmp_path / "eval" / "metrics.csv")
+    assert [int(r["rejected"]) for r in rows] == [1, 1, 1]  # one evaluate reply a round
+    assert 0 <= summary["final"]["hr@10"] <= 1  # the NaN never reached the sums
