@@ -432,8 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"num-nodes={args.nodes}")
     cfg = build_config(args.config, overrides, args.out)  # bad input: @guarded's error line
     faults = [parse_fault(t) for t in args.inject]
-    preflight([cfg])  # the data is read (and checked) before any process starts
-    n_nodes = cfg.fed.num_nodes or _implied_nodes(cfg)
+    n_nodes, = preflight([cfg])  # the data is read (and checked) before any process starts
     local = n_nodes if args.local_nodes is None else args.local_nodes
     if not 0 <= local <= n_nodes:
         p.error(f"--local-nodes {local} is not in 0..{n_nodes}")
@@ -465,14 +464,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _raise_interrupt(signum, frame) -> None:  # SIGTERM tears down like Ctrl-C
     raise KeyboardInterrupt
-
-
-def _implied_nodes(cfg: Config) -> int:
-    from fedrec.data.partition import num_partitions
-    from fedrec.node import load_split
-
-    split = load_split(cfg)
-    return num_partitions(split.n_users, cfg.fed.users_per_node, cfg.fed.num_nodes)
 
 
 if __name__ == "__main__":
