@@ -52,6 +52,9 @@ DATASETS: dict[str, tuple[str | None, int, list[str]]] = {
 }
 QUICK = ["synthetic-users=120", "synthetic-items=100", "synthetic-interactions=12",
          "test-negatives=49", "dim=8"]
+# cluster/cpu.json names: the SuperLink (and the ServerApp under it), the SuperNodes, the
+# SuperExecs (and their ClientApp processes)
+CPU_KINDS = ("superlink", "supernode", "superexec")
 MODES = {"insecure": ["--insecure"], "tls-auth": []}  # cluster.py: TLS + auth by default
 
 
@@ -93,8 +96,7 @@ def run_one(engine: str, mode: str | None, args: list[str], out: Path,
     ref = rows[1] if len(rows) > 1 else rows[0]
     cpu_file = out / "cluster" / "cpu.json"
     cpu = json.loads(cpu_file.read_text()) if cpu_file.exists() else {}
-    kinds = {"superlink": "superlink", "supernode": "supernode", "superexec": "superexec"}
-    cpu_by_kind = {k: sum(v for n, v in cpu.items() if n.startswith(k)) for k in kinds}
+    cpu_by_kind = {k: sum(v for n, v in cpu.items() if n.startswith(k)) for k in CPU_KINDS}
     return {
         "cpu_s": cpu_by_kind if cpu else None,  # whole run, start-up included
         "engine": engine, "mode": mode, "wall_s": wall,
@@ -203,8 +205,7 @@ def _row_lines(cell: dict[str, Any]) -> str:
     for r in cell["runs"]:
         name = r["engine"] + (f" ({r['mode']})" if r["mode"] else "")
         cpu = r.get("cpu_s")
-        cpu_text = " / ".join(f"{cpu[k] / cell['rounds']:.1f}" for k in
-                              ("superlink", "supernode", "superexec")) if cpu else ""
+        cpu_text = " / ".join(f"{cpu[k] / cell['rounds']:.1f}" for k in CPU_KINDS) if cpu else ""
         lines.append(f"| {cell['dataset']} | {cell['nodes']} | {name} | "
                      f"{r['seconds_per_round']:.2f} | {r['train_bytes'] / 1e6:.3f} | "
                      f"{r['evaluate_bytes'] / 1e6:.3f} | {cpu_text} |")

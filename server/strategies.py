@@ -56,7 +56,7 @@ class ItemWeightedFedAvg(S.FedAvg):
         self.server_lr = float(server_lr)
         self.server_momentum = float(server_momentum)
         self.current: dict[str, np.ndarray] | None = None
-        self.momentum: dict[str, np.ndarray] | None = None  # v per item parameter
+        self.momentum: dict[str, np.ndarray] = {}  # v per item parameter
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -87,8 +87,6 @@ class ItemWeightedFedAvg(S.FedAvg):
                 denom = np.maximum(row_w, 1e-300).reshape(-1, *[1] * (g.ndim - 1))
                 step = np.where(denom > 1e-300, acc / denom, 0.0)
                 if self.server_momentum:
-                    if self.momentum is None:
-                        self.momentum = {}
                     prev = self.momentum.get(name)
                     step = step if prev is None else self.server_momentum * prev + step
                     self.momentum[name] = step

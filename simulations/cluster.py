@@ -57,6 +57,7 @@ from simulations.node import (  # noqa: E402
     flower_env,
     free_port,
     node_main,
+    raise_interrupt,
     start_node_processes,
     supernode_argv,
 )
@@ -172,7 +173,7 @@ class Cluster:
         argv = supernode_argv(self.address, self.node_ports[i], i, self.n_nodes, node_dir,
                               self.certs.ca if self.certs else None,
                               self.keys[i][0] if self.keys else None)
-        start_node_processes(self.procs, f"-{i}", argv)
+        start_node_processes(self.procs, f"-{i}", argv, self.node_ports[i])
 
     def wait_nodes_online(self, timeout: float = 120.0, revive: bool = False) -> None:
         """Wait until all nodes are online; ``revive``: start again a local SuperNode that
@@ -445,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                       else None)
     log.info("run directory: %s; %d nodes; %s", cluster.out, n_nodes,
              "TLS + node authentication" if auth else "TLS" if tls else "insecure")
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         summary = run_cluster(cluster)
     except (ClusterError, NodeError) as exc:
@@ -460,10 +461,6 @@ def main(argv: list[str] | None = None) -> int:
     log.info("done: %s in %.1fs -> %s", final, summary["timing"]["total_s"],
              cluster.out / "summary.json")
     return 0
-
-
-def _raise_interrupt(signum, frame) -> None:  # SIGTERM tears down like Ctrl-C
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

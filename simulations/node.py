@@ -45,8 +45,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def flower_env(flwr_home: Path | None = None) -> dict[str, str]:
-    """Environment of every Flower process: the venv's ``bin`` first on PATH (SuperLink and
-    SuperNodes start ``flower-superexec`` by bare name), this checkout importable, offline."""
+    """Environment of every Flower process: the venv's ``bin`` first on PATH (the SuperLink
+    starts ``flower-superexec`` by bare name), this checkout importable, offline."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
@@ -98,11 +98,11 @@ def superexec_argv(port: int, supernode_pid: int) -> list[str]:
             str(supernode_pid)]
 
 
-def start_node_processes(procs: ProcessGroup, name: str, argv: list[str]) -> subprocess.Popen:
-    """Start a SuperNode (``argv`` from :func:`supernode_argv`) as ``supernode{name}`` and its
-    SuperExec as ``superexec{name}``."""
+def start_node_processes(procs: ProcessGroup, name: str, argv: list[str],
+                         port: int) -> subprocess.Popen:
+    """Start a SuperNode (``argv`` from :func:`supernode_argv`, Runtime API on ``port``) as
+    ``supernode{name}`` and its SuperExec as ``superexec{name}``."""
     node = procs.start(f"supernode{name}", argv)
-    port = int(argv[argv.index("--port") + 1])
     procs.start(f"superexec{name}", superexec_argv(port, node.pid))
     return node
 
@@ -127,21 +127,22 @@ def node_main(argv: list[str]) -> int:
         if path and not Path(path).is_file():
             p.error(f"--{opt.replace('_', '-')} {path}: no such file")
     node_dir = Path(args.dir).resolve() / f"node-{args.partition_id}"
-    argv_ = supernode_argv(args.superlink, free_port(), args.partition_id, args.num_partitions,
+    if not 0.01 <= args.poll <= 3:
+        p.error(f"--poll {args.poll:g}: expected 0.01..3 seconds")
+    port = free_port()
+    argv_ = supernode_argv(args.superlink, port, args.partition_id, args.num_partitions,
                            node_dir, Path(args.root_certificates).resolve()
                            if args.root_certificates else None,
                            Path(args.auth_key).resolve() if args.auth_key else None,
                            args.poll)
-    if not 0.01 <= args.poll <= 3:
-        p.error(f"--poll {args.poll:g}: expected 0.01..3 seconds")
     argv_[argv_.index("--node-config") + 1] += f" state-dir=\"{node_dir / 'state'}\""
     procs = ProcessGroup(node_dir / "logs", flower_env(), ROOT)
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill PID` stops it like Ctrl-C
+    signal.signal(signal.SIGTERM, raise_interrupt)  # `kill PID` stops it like Ctrl-C
     try:
         log_file = procs.log_dir / "supernode.log"
         while True:
             seen = log_file.stat().st_size if log_file.exists() else 0
-            proc = start_node_processes(procs, "", argv_)
+            proc = start_node_processes(procs, "", argv_, port)
             print(f"SuperNode {args.partition_id}/{args.num_partitions} (pid {proc.pid}) -> "
                   f"{args.superlink}; log {procs.log_dir / 'supernode.log'}; Ctrl-C stops it",
                   flush=True)
@@ -161,5 +162,5 @@ def node_main(argv: list[str]) -> int:
         procs.close()
 
 
-def _raise_interrupt(signum, frame) -> None:  # SIGTERM stops like Ctrl-C
+def raise_interrupt(signum, frame) -> None:  # SIGTERM stops like Ctrl-C
     raise KeyboardInterrupt

@@ -45,7 +45,6 @@ class ForkExecutor:
         from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor
 
         self.cold = SubprocessExecutor()  # every other task type
-        self.pid = os.getpid()
 
     def get_eligible_capacity(self, supported_task_types, **kwargs):
         return self.cold.get_eligible_capacity(supported_task_types, **kwargs)
@@ -123,8 +122,9 @@ def install_once(install_from_fab):
 
         base = install_dir.expanduser() if install_dir else get_flwr_home()
         marker = base / "apps" / f".verified-{hashlib.sha256(fab_file).hexdigest()}"
-        if marker.is_file() and Path(marker.read_text()).is_dir():
-            return Path(marker.read_text())
+        installed = Path(marker.read_text()) if marker.is_file() else None
+        if installed is not None and installed.is_dir():
+            return installed
         path = install_from_fab(fab_file, install_dir, skip_prompt)
         tmp = marker.with_name(f"{marker.name}.{os.getpid()}")
         tmp.write_text(str(path))
@@ -147,8 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.dont_write_bytecode = False  # the installed FAB's bytecode is kept between messages
     clientapp = sys.modules["flwr.supernode.runtime.run_clientapp"]
     clientapp.install_from_fab = install_once(clientapp.install_from_fab)
-    run_superexec = sys.modules.get("flwr.supercore.superexec.run_superexec") or \
-        importlib.import_module("flwr.supercore.superexec.run_superexec")
+    run_superexec = importlib.import_module("flwr.supercore.superexec.run_superexec")
     run_superexec.get_executor = lambda *args, **kwargs: ForkExecutor()
     from flwr.supercore.cli.flower_superexec import flower_superexec
 
