@@ -167,6 +167,9 @@ class RobustConfig:
     attack_profile_size: int = 0
     defense: str = "none"  # none | clip (per-user norm clip) | row-clip (per item row, per user)
     row_clip_norm: float = 2.0  # row-clip: bound on one user's update of one item row
+    # row-clip: cap on one user's FedAvg weight (its training positives; 1 = every user weighs
+    # the same): one user adds at most row-clip-weight * row-clip-norm to an item row's sum
+    row_clip_weight: float = 1.0
 
 
 @dataclass
@@ -240,6 +243,8 @@ class Config:
             ("attack-profile-size", self.robust.attack_profile_size >= -1,
              "must be >= -1 (0: drawn from the real profile sizes; -1: the largest real one)"),
             ("row-clip-norm", self.robust.row_clip_norm > 0, "must be > 0"),
+            ("row-clip-weight", self.robust.row_clip_weight >= 1,
+             "must be >= 1 (1: every user weighs the same; inf: no cap)"),
             ("max-update-norm", self.fed.max_update_norm > 0, "must be > 0 (inf: no bound)"),
             ("timeout", self.fed.timeout > 0, "must be > 0"),
             ("towers", not (unknown := [t for t in _tower_names(self.model.towers)

@@ -145,7 +145,9 @@ def train_round(
     inside the clip and the noise, or public):
 
     * ``none``: the cohort's example-weighted average of the new shared parameters (FedAvg over
-      nodes then equals FedAvg over users), ``num-examples``, ``loss-sum``, ``users``;
+      nodes then equals FedAvg over users), ``num-examples``, ``loss-sum``, ``users``; under
+      ``defense = "row-clip"`` each user's weight is capped at ``row-clip-weight`` and each of
+      its item-row updates clipped to ``row-clip-norm``;
     * ``user``: the **sum of the sampled users' clipped updates** (users Poisson-sampled from
       secret randomness on the node) and a constant ``num-examples = 1``; the server (or, under
       ``dp-trust = secagg``, the node itself before masking) adds the noise;
@@ -166,6 +168,7 @@ def train_round(
         "boost" else sampled[:0]  # crafted updates instead of training
     sampled = sampled[: len(sampled) - len(fakes)]
     tc = cfg.train.at_round(round_)
+    row_clip = cfg.robust.defense == "row-clip"
     base = {n: np.asarray(a, dtype=np.float64) for n, a in shared.items()}
     if len(sampled) + len(fakes) == 0:
         if user_dp:
@@ -188,7 +191,8 @@ def train_round(
             tc, cfg.run.seed, round_, proximal_mu=cfg.fed.proximal_mu,
             clip_norm=p.clip_norm if user_dp or cfg.robust.defense == "clip" else None,
             weighting="equal" if user_dp else "examples",
-            row_clip=cfg.robust.row_clip_norm if cfg.robust.defense == "row-clip" else None,
+            row_clip=cfg.robust.row_clip_norm if row_clip else None,
+            weight_cap=cfg.robust.row_clip_weight if row_clip else None,
         )
     if len(fakes):
         add_fakes(upd, cfg, model, split, base, fakes, equal=user_dp)

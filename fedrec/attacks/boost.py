@@ -9,7 +9,9 @@ norm the bounds in force let through, which the attacker is assumed to know: the
 (``row-clip-norm``, under ``defense = "row-clip"``: the whole update is one item row) and the
 server's ``max-update-norm`` on replies (a reply averages its users, so a user under the bound
 keeps the reply under it). The node weighs a fake user like any other user (its profile's
-examples, or 1 under DP-FedAvg): the node's own clipping then leaves the update unchanged.
+examples; 1 under DP-FedAvg; at most ``row-clip-weight`` under ``row-clip``, whose cap a fake
+profile cannot exceed however large it is): the node's own clipping then leaves the update
+unchanged.
 """
 
 from __future__ import annotations
@@ -60,8 +62,11 @@ def crafted_update(cfg: Config, model: Recommender, split: SplitData,
 def add_fakes(upd: CohortUpdate, cfg: Config, model: Recommender, split: SplitData,
               shared: dict[str, np.ndarray], fakes: np.ndarray, equal: bool) -> None:
     """Add the sampled ``fakes``' crafted updates to the cohort's ``upd`` (in place), each
-    weighted like a user: its profile's examples, or 1 (``equal``, DP-FedAvg)."""
+    weighted like a user: its profile's examples, or 1 (``equal``, DP-FedAvg), capped at
+    ``row-clip-weight`` under ``row-clip``."""
     w = np.ones(len(fakes)) if equal else np.diff(split.train_indptr)[fakes].astype(np.float64)
+    if cfg.robust.defense == "row-clip":  # the node caps every user's weight
+        w = np.minimum(w, cfg.robust.row_clip_weight)
     target, delta = crafted_update(cfg, model, split, shared)
     for name, d in delta.items():
         upd.sum_update[name][target] += torch.as_tensor(float(w.sum()) * np.asarray(d))

@@ -111,6 +111,7 @@ def train_cohort(
     keep_per_user: bool = False,
     keep_local: bool = False,
     row_clip: float | None = None,
+    weight_cap: float | None = None,
 ) -> CohortUpdate:
     """Train ``users`` locally from ``shared`` and return the cohort's aggregate update.
 
@@ -142,6 +143,11 @@ def train_cohort(
     row_clip : float, optional
         Defense ``row-clip``: clip each user's update of each item row (all item-table
         parameters of that item together) to this L2 norm, before ``clip_norm``.
+    weight_cap : float, optional
+        Defense ``row-clip``: cap each user's weight at this value (``min(w_u, cap)``, in
+        every sum: updates, ``weight_sum``, ``item_weight``). With ``row_clip`` it bounds what
+        one user adds to an item row's weighted sum by ``cap * row_clip``, whatever its
+        profile size.
     """
     device = resolve_device(tc.device)
     users = np.asarray(users, dtype=np.int64)
@@ -165,7 +171,7 @@ def train_cohort(
         state = {n: t[lo:hi][torch.from_numpy(ex.order)] for n, t in user_state.items()}
         res = _train_chunk(
             model, shared_dev, state, ex, tc, device, clip_norm, weighting, proximal_mu,
-            keep_per_user, keep_local, row_clip,
+            keep_per_user, keep_local, row_clip, weight_cap,
         )
         item_weight += res["item_weight"]
         if keep_local:
@@ -217,6 +223,7 @@ def _train_chunk(
     keep_per_user: bool,
     keep_local: bool,
     row_clip: float | None = None,
+    weight_cap: float | None = None,
 ) -> dict:
     n_users = len(ex.users)
     n_items = model.n_items
@@ -256,6 +263,8 @@ def _train_chunk(
             w = torch.ones(n_users, dtype=torch.float64, device=device)
         else:
             raise ValueError(f"unknown weighting '{weighting}' (known: examples, equal)")
+        if weight_cap is not None:
+            w = w.clamp(max=weight_cap)
         f = torch.ones_like(sq)
         if clip_norm is not None:
             f = torch.clamp(clip_norm / sq.sqrt().clamp_min(1e-30), max=1.0)

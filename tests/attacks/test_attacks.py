@@ -171,12 +171,18 @@ def test_row_clip_bounds_every_users_item_row_update():
         np.testing.assert_array_equal((sq > 0).numpy(), (free_sq > 0).numpy())
 
 
-def test_boost_works_undefended_and_row_clip_stops_it(tmp_path):
+def test_boost_works_undefended_and_row_clip_bounds_it_whatever_the_profile_size(tmp_path):
     runs = {}
     for name, flat in {
         "clean": {"attack": "boost", "attack-fraction": 0.0},
         "boost": {"attack": "boost", "attack-fraction": 0.05},
         "row-clip": {"attack": "boost", "attack-fraction": 0.05, "defense": "row-clip"},
+        # fakes as heavy as the most active real user: row-clip caps their weight too
+        "heavy": {"attack": "boost", "attack-fraction": 0.05, "attack-profile-size": -1,
+                  "defense": "row-clip"},
+        "heavy-uncapped": {"attack": "boost", "attack-fraction": 0.05,
+                           "attack-profile-size": -1, "defense": "row-clip",
+                           "row-clip-weight": float("inf")},
         "median": {"attack": "boost", "attack-fraction": 0.05, "strategy": "fedmedian"},
     }.items():
         cfg = cfg_of(tmp_path / name, num_rounds=4, eval_every=4, **flat)
@@ -184,6 +190,99 @@ def test_boost_works_undefended_and_row_clip_stops_it(tmp_path):
     n_users = 200
     floor = 1.0 / n_users
     assert runs["boost"]["er@10"] >= 10 * max(runs["clean"]["er@10"], floor)
-    assert runs["row-clip"]["er@10"] <= 2 * max(runs["clean"]["er@10"], floor)
+    # row-clip (every user weighs 1, each row update clipped) cuts the exposure >= 4x
+    # (measured: .97 -> .225; with example weights median-size fakes were held to .005, but
+    # fakes as heavy as the most active user reached .97: "heavy-uncapped")
+    assert runs["row-clip"]["er@10"] <= runs["boost"]["er@10"] / 4
+    # a fake's profile size no longer matters under row-clip: heavy fakes do exactly as well
+    assert runs["heavy"]["er@10"] == pytest.approx(runs["row-clip"]["er@10"])
+    assert runs["heavy"]["hr@10"] == pytest.approx(runs["row-clip"]["hr@10"])
+    assert runs["heavy-uncapped"]["er@10"] >= 10 * max(runs["clean"]["er@10"], floor)
     # a median over 4 nodes, each holding fakes, cannot isolate them
     assert runs["median"]["er@10"] >= 10 * max(runs["clean"]["er@10"], floor)
+
+
+def _heavy_split() -> SplitData:
+    """User 0 trained on items 0..99 (100 examples), users 1..4 on one of them each (1)."""
+    profiles = [np.arange(100)] + [np.array([10 * u]) for u in range(1, 5)]
+    indptr = np.concatenate([[0], np.cumsum([len(p) for p in profiles])])
+    return SplitData(name="heavy", n_users=5, n_items=120, train_indptr=indptr,
+                     train_items=np.concatenate(profiles),
+                     train_ratings=np.ones(int(indptr[-1]), np.float32),
+                     test_items=np.full(5, 110), test_negatives=np.tile(np.arange(111, 115),
+                                                                        (5, 1)))
+
+
+def _row_norms(upd: dict, rows: int) -> np.ndarray:
+    """L2 norm of each item row's update over the item-table parameters together."""
+    sq = sum((np.asarray(upd[n]).reshape(rows, -1) ** 2).sum(1) for n in ("item_emb",
+                                                                          "item_bias"))
+    return np.sqrt(sq)
+
+
+def test_row_clip_weight_bounds_a_heavy_users_share_of_every_row():
+    # Prepare: one user with 100x the examples of the four others, all five on row 10..40
+    from tests.helpers import build_test_model
+
+    split = _heavy_split()
+    model = build_test_model("mf", split)
+    users, shared, tc = np.arange(5), model.init_shared(0), cfg_of().train
+    bound = 0.05
+
+    def run(cap):
+        return train_cohort(model, shared, model.init_users(users, 0), users, split, tc, 0, 1,
+                            keep_per_user=True, row_clip=bound, weight_cap=cap)
+
+    # Execute
+    capped, uncapped, inf_cap = run(1.0), run(None), run(float("inf"))
+    # Assert: every user weighs 1, so user 0 moves any row of the cohort's average by at most
+    # bound / 5 = 0.01, where its example weight (100 of 104) let it move rows by ~0.048
+    assert capped.weight_sum == 5.0 and uncapped.weight_sum == 104.0
+    heavy = _row_norms(capped.per_user[0], 120)
+    assert heavy.max() <= bound * (1 + 1e-6)
+    assert (heavy * 1.0 / capped.weight_sum).max() <= bound / 5 * (1 + 1e-6)
+    old_share = _row_norms(uncapped.per_user[0], 120) * 100.0 / uncapped.weight_sum
+    assert old_share.max() > 0.9 * bound > 4 * bound / 5
+    # the cohort's sum is each user's clipped update at weight min(examples, cap) = 1
+    for n in ("item_emb", "item_bias"):
+        want = sum(capped.per_user[u][n] for u in range(5))
+        np.testing.assert_allclose(capped.sum_update[n].numpy(), want.numpy(), atol=1e-9)
+    holders = sum((_row_norms(capped.per_user[u], 120) > 0).astype(float) for u in range(5))
+    assert (holders[[10, 20, 30, 40]] >= 2).all()  # user 0, a light user (+ negatives)
+    np.testing.assert_allclose(capped.item_weight.numpy(), holders)  # users, not examples
+    # a cap no user reaches changes nothing
+    for n in uncapped.sum_update:
+        np.testing.assert_array_equal(inf_cap.sum_update[n].numpy(),
+                                      uncapped.sum_update[n].numpy())
+    assert inf_cap.weight_sum == uncapped.weight_sum
+
+
+@pytest.mark.parametrize("cap", [1.0, 3.0])
+def test_heavy_boost_fakes_weigh_at_most_the_row_clip_weight(cap):
+    import torch
+
+    from fedrec.attacks.boost import add_fakes
+    from fedrec.train.cohort import CohortUpdate
+
+    def fake_sums(**flat):
+        cfg = cfg_of(attack="boost", attack_fraction=0.05, attack_profile_size=-1, **flat)
+        split = load_split(cfg)
+        model = make_model(cfg, split)
+        shared = to_numpy(model.init_shared(0))
+        upd = CohortUpdate({n: torch.zeros(a.shape, dtype=torch.float64)
+                            for n, a in shared.items()}, 0.0, 0, {}, 0.0, np.zeros(0),
+                           torch.zeros(split.n_items, dtype=torch.float64))
+        fakes = np.arange(split.n_users - split.fake_users, split.n_users)
+        add_fakes(upd, cfg, model, split, shared, fakes, equal=False)
+        t = target_item(cfg, split)
+        row = _row_norms({n: upd.sum_update[n].numpy() for n in ("item_emb", "item_bias")},
+                         split.n_items)[t]
+        return upd.weight_sum, float(upd.item_weight[t]), row, split
+
+    w, iw, row, split = fake_sums(defense="row-clip", row_clip_weight=cap)
+    largest = int(np.diff(split.train_indptr).max())
+    assert largest > 3 * cap  # the fakes are heavy: the cap binds
+    assert w == iw == 10 * cap  # 10 fakes, each at the cap
+    assert row == pytest.approx(10 * cap * 2.0, rel=1e-5)  # each at row-clip-norm
+    w_none, _, _, _ = fake_sums()  # undefended: a fake weighs its (largest) profile
+    assert w_none == 10 * largest
