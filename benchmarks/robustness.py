@@ -18,7 +18,8 @@ finished cells are skipped (an interrupted run resumes). Defenses:
 - ``clip``: each user's update clipped to ``clip-norm`` on its node; ``dp``: user-level
   DP-FedAvg (``privacy = "user"``: clip-norm, noise-multiplier);
 - ``row-clip``: each user's update of each item row clipped to ``row-clip-norm`` on its node,
-  and each user's FedAvg weight capped at ``row-clip-weight`` (default 1: equal weights), so a
+  and each user's FedAvg weight capped at ``row-clip-weight`` (default inf: example weights;
+  1: equal weights, so a
   fake user's share of a row does not grow with its profile size.
 
 Metrics: ER@10 of the target (the issue's metric; ratios to clean use a floor of one test user

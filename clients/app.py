@@ -112,8 +112,15 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    """Key exchange of secure aggregation (``dp-trust = secagg``): a fresh public key."""
+    """Key exchange of secure aggregation (``dp-trust = secagg``): a fresh public key; or the
+    node's item histogram for ``item-bias-init = popularity`` (server/warmstart.py)."""
     conf = msg.content["config"]
+    if conf.get(secagg.STAGE_KEY) == node.POPULARITY_STAGE:
+        cfg, _ = _config(msg)
+        _, users = _users(cfg, context)
+        counts = node.popularity_counts(cfg, users)
+        return Message(content=RecordDict({"arrays": ArrayRecord(
+            {node.COUNTS_KEY: Array(counts)})}), reply_to=msg)
     if conf.get(secagg.STAGE_KEY) != "keys":
         raise ValueError(f"unknown query: {dict(conf)}")
     key = node_secagg.new_public_key(context, int(conf["server-round"]))

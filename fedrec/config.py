@@ -81,6 +81,9 @@ class ModelConfig:
     kg_neighbours: int = 8  # KG tower: neighbours sampled per entity (seeded, fixed)
     kg_hops: int = 1  # KG tower: 1 or 2 hops of aggregation
     text_components: int = 64  # text tower: principal components of the frozen vectors (0: all)
+    # zeros | popularity: item biases start at the log of a user-normalised item histogram
+    # (server/warmstart.py; Gaussian-noised and accounted under privacy = "user")
+    item_bias_init: str = "zeros"
 
 
 @dataclass
@@ -153,6 +156,9 @@ class PrivacyConfig:
     delta: float = 0.0  # 0: N^-1.1
     dp_trust: str = "server"  # server (central DP, trusted aggregator) | secagg (distributed DP)
     dp_seed: int = -1  # < 0: DP noise and sampling from OS entropy; >= 0: debug, NOT private
+    # item-bias-init = popularity under privacy = "user": the histogram's noise multiplier as a
+    # multiple of the rounds' z (calibrated together to target-epsilon)
+    popularity_noise: float = 2.0
 
 
 @dataclass
@@ -168,8 +174,10 @@ class RobustConfig:
     defense: str = "none"  # none | clip (per-user norm clip) | row-clip (per item row, per user)
     row_clip_norm: float = 2.0  # row-clip: bound on one user's update of one item row
     # row-clip: cap on one user's FedAvg weight (its training positives; 1 = every user weighs
-    # the same): one user adds at most row-clip-weight * row-clip-norm to an item row's sum
-    row_clip_weight: float = 1.0
+    # the same; inf = example weights): one user adds at most row-clip-weight * row-clip-norm
+    # to an item row's sum. inf by default: a cap costs 8-12 % clean HR@10 on ML-1M
+    # (benchmarks/README.md, "row-clip and the user's weight")
+    row_clip_weight: float = float("inf")
 
 
 @dataclass
@@ -284,6 +292,20 @@ class Config:
             ("target-epsilon", self.privacy.target_epsilon >= 0, "must be >= 0 (0: unset)"),
             ("delta", 0 <= self.privacy.delta < 1, "must be in [0, 1) (0: N^-1.1)"),
             ("dp-trust", self.privacy.dp_trust in ("server", "secagg"), "must be server|secagg"),
+            ("item-bias-init", self.model.item_bias_init in ("zeros", "popularity"),
+             "must be zeros|popularity"),
+            ("item-bias-init", self.model.item_bias_init == "zeros" or self.model.model == "mf",
+             "popularity needs item biases: model 'mf'"),
+            ("item-bias-init", not (self.model.item_bias_init == "popularity" and
+                                    self.privacy.privacy == "sample"),
+             "popularity is not supported with privacy='sample' (its histogram is accounted "
+             "per user)"),
+            ("item-bias-init", not (self.model.item_bias_init == "popularity" and
+                                    self.privacy.privacy == "user" and
+                                    self.privacy.dp_trust == "secagg"),
+             "popularity is not supported with dp-trust='secagg' yet (the histogram's noise "
+             "is added by the server)"),
+            ("popularity-noise", self.privacy.popularity_noise > 0, "must be > 0"),
             ("dp-trust", not (self.privacy.dp_trust == "secagg" and self.privacy.privacy != "user"),
              "applies to privacy='user' only (sample-level DP-SGD adds its noise on the node)"),
             ("strategy", not (self.privacy.privacy == "user" and self.fed.strategy ==

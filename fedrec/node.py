@@ -23,6 +23,7 @@ from fedrec.data.partition import num_partitions, participants, partition_users
 from fedrec.data.schema import SplitData
 from fedrec.eval.sampled import evaluate_parts
 from fedrec.models.base import ITEM_TABLE, Recommender
+from fedrec.models.popularity import user_normalised_counts
 from fedrec.models.registry import build_model
 from fedrec.params import check_shared, to_numpy, to_torch
 from fedrec.privacy.mechanism import dp_participants, secret_rng
@@ -37,6 +38,8 @@ CACHE_VERSION = 1  # bump when SplitData or a model's pickled layout changes
 ITEM_WEIGHTED = "fedavg-items"  # strategy whose replies carry per-item user weights
 ITEM_WEIGHT_KEY = "item-weight"
 EVAL_PARTS_KEY = "fedrec.eval-parts"  # evaluate messages: "test" or "valid[,test]"
+POPULARITY_STAGE = "popularity"  # query stage of item-bias-init = popularity (server/warmstart)
+COUNTS_KEY = "counts"  # its reply: the node's users' unit-norm item histograms, summed
 DPSGD_KEY_STREAM = rng.DPSGD_NOISE  # debug dp-seed stream of the DP-SGD noise key
 
 
@@ -221,6 +224,12 @@ def dpsgd_noise_key(dp_seed: int, round_: int) -> int:
     function of the debug ``dp-seed`` (then the same on every node: cohort-independent)."""
     gen = secret_rng(dp_seed, DPSGD_KEY_STREAM, round_)
     return int(gen.integers(0, 2**63 - 1))
+
+
+def popularity_counts(cfg: Config, users: np.ndarray) -> np.ndarray:
+    """The node's answer to the popularity query: the sum over its users of their item
+    indicators over ``sqrt(|I_u|)`` (one user moves it by exactly 1 in L2 norm)."""
+    return user_normalised_counts(load_split(cfg), users)
 
 
 FINETUNE_ROUND_KEY = 1_000_000  # random draws of fine-tuning never collide with a round's

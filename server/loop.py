@@ -39,9 +39,10 @@ from fedrec.node import (
 )
 from fedrec.params import check_shared, to_numpy
 from server.exchange import await_nodes, send_and_collect
-from server.privacy import PrivateStrategy, with_privacy
+from server.privacy import PrivateStrategy, strategy_vars, with_privacy
 from server.replies import EvalRules, ReplyRules, screen_replies
 from server.strategies import build_strategy, sum_metrics
+from server.warmstart import popularity_start
 
 log = logging.getLogger("fedrec.server")
 
@@ -59,12 +60,7 @@ def _record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
 def _strategy_state(strategy: Any) -> dict[str, Any]:
     if isinstance(strategy, PrivateStrategy):
         return strategy.state_dict()
-    keep = {}
-    for k, v in vars(strategy).items():
-        if callable(v):
-            continue
-        keep[k] = v
-    return keep
+    return strategy_vars(strategy)
 
 
 def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
@@ -107,6 +103,11 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
         for p in ckpts.values():
             p.unlink()
     check_shared(arrays, model, "server arrays")
+    nodes: set[int] | None = None
+    if start == 1 and not (cfg.run.resume and ckpts) and cfg.model.item_bias_init == "popularity":
+        nodes = await_nodes(grid, strategy, n_nodes, cfg.fed.timeout)
+        arrays = popularity_start(grid, cfg, arrays, private, nodes)
+        _save_checkpoint(out, 0, arrays, strategy, rows, cfg)  # the histogram is released once
 
     rundir.write_json(out / "config.json", cfg.to_flat())
     rundir.save_negatives(out / "negatives.npz", split)
@@ -122,7 +123,6 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     from_global = cfg.privacy.privacy != "user"  # (DP replies are sums: measured from zero)
     eval_rules = EvalRules(_max_count(split))
     stopped = None
-    nodes: set[int] | None = None
     for r in range(start, n_rounds + 1):
         if private is not None and (stopped := private.stop_reason(r)):
             log.info("stopping: %s", stopped)
@@ -165,18 +165,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
         prev = float(rows[-1]["elapsed_s"]) if rows else 0.0
         row["elapsed_s"] = prev + row["round_s"]
         rows.append(row)
-        checkpoint.save_pickle(
-            out / CKPT_DIR / f"round-{r}.pkl",
-            {
-                "round": r,
-                "arrays": arrays,
-                "strategy": _strategy_state(strategy),
-                "random": random.getstate(),
-                "rows": rows,
-                "config": config_identity(cfg),
-            },
-        )
-        checkpoint.prune(out / CKPT_DIR, keep=2)
+        _save_checkpoint(out, r, arrays, strategy, rows, cfg)
         rundir.write_metrics(out / "metrics.csv", rows, rundir.METRIC_FIELDS)
         log.info(_progress(row, n_rounds))
 
@@ -218,6 +207,23 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     }
     rundir.write_json(out / "summary.json", summary)
     return summary
+
+
+def _save_checkpoint(out: Path, r: int, arrays: dict[str, np.ndarray], strategy: Any,
+                     rows: list[dict[str, Any]], cfg: Config) -> None:
+    """Everything a resumed run needs after round ``r`` (0: the warm start)."""
+    checkpoint.save_pickle(
+        out / CKPT_DIR / f"round-{r}.pkl",
+        {
+            "round": r,
+            "arrays": arrays,
+            "strategy": _strategy_state(strategy),
+            "random": random.getstate(),
+            "rows": rows,
+            "config": config_identity(cfg),
+        },
+    )
+    checkpoint.prune(out / CKPT_DIR, keep=2)
 
 
 def _reply_rules(cfg: Config, split: Any, arrays: dict[str, np.ndarray],

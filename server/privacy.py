@@ -69,6 +69,20 @@ OUTSIDE_GUARANTEE = ("evaluation: final, validation and the metrics.csv evaluati
                      "exact sums over each node's users, sent for measurement in simulation")
 
 
+def strategy_vars(strategy: Strategy) -> dict[str, Any]:
+    """A strategy's state for a checkpoint: its non-callable attributes, with ArrayRecords
+    copied into fresh arrays (one received from a message may hold an unpicklable memoryview:
+    FedAvgM without server optimisation keeps the first round's)."""
+    out: dict[str, Any] = {}
+    for k, v in vars(strategy).items():
+        if callable(v):
+            continue
+        if isinstance(v, ArrayRecord):
+            v = ArrayRecord({n: Array(np.array(a.numpy(), order="C")) for n, a in v.items()})
+        out[k] = v
+    return out
+
+
 class PrivateStrategy(Strategy):
     """A strategy wrapper that adds DP and accounts it; everything else goes to ``inner``."""
 
@@ -103,7 +117,7 @@ class PrivateStrategy(Strategy):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"inner": {k: v for k, v in vars(self.inner).items() if not callable(v)}}
+        return {"inner": strategy_vars(self.inner)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         vars(self.inner).update(state["inner"])
@@ -143,6 +157,7 @@ class UserLevelDP(PrivateStrategy):
         self.trust = p.dp_trust
         self.z = self.calibrate(cfg, self.q, self.delta)
         self.accountant = UserLevelAccountant(self.z, self.q)
+        self.histogram = 0  # releases of the popularity histogram (server/warmstart.py): 0 or 1
         self.max_node_users = max(len(u) for u in partition_users(n_users, n_nodes))
         self.base: dict[str, np.ndarray] = {}
         self.peers: list[int] = []
@@ -162,7 +177,27 @@ class UserLevelDP(PrivateStrategy):
             return p.noise_multiplier
         if math.isinf(p.target_epsilon):
             return 0.0
-        return noise_for_target(p.target_epsilon, delta, q, cfg.fed.num_rounds)
+        ratio = p.popularity_noise if cfg.model.item_bias_init == "popularity" else 0.0
+        return noise_for_target(p.target_epsilon, delta, q, cfg.fed.num_rounds,
+                                histogram_ratio=ratio)
+
+    def release_histogram(self, total: np.ndarray) -> np.ndarray:
+        """``total`` (the sum of the users' unit-norm item histograms) plus
+        ``N(0, (popularity-noise * z)^2)`` from OS entropy, accounted as one step without
+        sampling before the rounds (``item-bias-init = popularity``)."""
+        if self.histogram:
+            raise RuntimeError("the popularity histogram is released once per run")
+        z_hist = self.cfg.privacy.popularity_noise * self.z
+        gen = secret_rng(self.cfg.privacy.dp_seed, DP_NOISE, 0)
+        noisy = np.asarray(total, dtype=np.float64) + gaussian_noise(
+            {"h": np.shape(total)}, z_hist, gen)["h"]
+        if z_hist > 0:
+            self.accountant.step(1, noise_multiplier=z_hist, sample_rate=1.0)
+            self.accountant.step(0, noise_multiplier=self.z, sample_rate=self.q)
+        self.histogram = 1
+        log.info("popularity histogram released with noise multiplier %.4g (sensitivity 1)",
+                 z_hist)
+        return noisy
 
     def exhausted(self, round_: int) -> bool:
         return self.accountant.would_exceed(self.target, self.delta)
@@ -251,13 +286,17 @@ class UserLevelDP(PrivateStrategy):
             "noise_multiplier": self.z,
             "sample_rate": self.q,
             "clip_norm": self.cfg.privacy.clip_norm,
-            "rounds_accounted": self.accountant.steps,
+            "rounds_accounted": self.accountant.steps - (self.histogram if self.z > 0 else 0),
+            "popularity_histogram": (
+                {"noise_multiplier": self.cfg.privacy.popularity_noise * self.z,
+                 "sample_rate": 1.0, "sensitivity": 1.0} if self.histogram else None),
             "accountant": "prv (headline), rdp (conservative)",
             **super().privacy_summary(),
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "z": self.z, "accountant": self.accountant.state_dict()}
+        return {**super().state_dict(), "z": self.z, "accountant": self.accountant.state_dict(),
+                "histogram": self.histogram}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the inner strategy, the accountant and the noise multiplier it accounts."""
@@ -270,6 +309,7 @@ class UserLevelDP(PrivateStrategy):
                 self.z)
         self.z = z
         self.accountant.load_state_dict(state["accountant"])
+        self.histogram = int(state.get("histogram", 0))
 
 
 class SampleLevelDP(PrivateStrategy):

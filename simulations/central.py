@@ -35,7 +35,7 @@ def run(cfg: Config) -> dict:
     """Train ``cfg`` centrally; write and return the summary."""
     from fedrec.eval.sampled import evaluate_parts, summarize
     from fedrec.node import eval_parts, load_split, make_model
-    from fedrec.train.central import train_central
+    from fedrec.train.central import init_params, train_central
 
     out = Path(cfg.run.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -64,7 +64,9 @@ def run(cfg: Config) -> dict:
             f"{k} {v:.4f}" for k, v in row.items() if k not in ("round", "users", "train_loss",
                                                                 "elapsed_s")))
 
-    train_central(model, split, cfg.train, epochs, cfg.run.seed, on_epoch=on_epoch)
+    params = init_params(model, cfg.run.seed, split, cfg.model.item_bias_init)
+    train_central(model, split, cfg.train, epochs, cfg.run.seed, params=params,
+                  on_epoch=on_epoch)
     last = rows[-1] if rows else {}
     summary = {
         "mode": "central",

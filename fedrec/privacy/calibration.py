@@ -40,6 +40,7 @@ def noise_for_target(
     eps_error: float = DEFAULT_EPS_ERROR,
     rtol: float = 1e-3,
     max_noise: float = 1e3,
+    histogram_ratio: float = 0.0,
 ) -> float:
     """Smallest noise multiplier whose epsilon after ``rounds`` rounds is at most the target.
 
@@ -64,6 +65,9 @@ def noise_for_target(
         Relative tolerance on the noise multiplier.
     max_noise : float, optional
         Give up (``ValueError``) above this noise multiplier.
+    histogram_ratio : float, optional
+        ``> 0``: the rounds follow one release without sampling (``q = 1``) at noise multiplier
+        ``histogram_ratio * z`` (``item-bias-init = popularity``), accounted together.
 
     Returns
     -------
@@ -81,7 +85,8 @@ def noise_for_target(
         return 0.0
 
     def eps(z: float) -> float:
-        return compute_epsilons([(z, q, rounds)], delta, eps_error)[accountant]
+        first = [(histogram_ratio * z, 1.0, 1)] if histogram_ratio > 0 else []
+        return compute_epsilons([*first, (z, q, rounds)], delta, eps_error)[accountant]
 
     lo, hi = 0.5, 1.0
     if eps(hi) > target_epsilon:

@@ -19,6 +19,7 @@ from torch import Tensor
 from fedrec.config import TrainConfig
 from fedrec.data.schema import SplitData
 from fedrec.models.base import Recommender
+from fedrec.models.popularity import popularity_bias, user_normalised_counts
 from fedrec.train.cohort import resolve_device
 from fedrec.train.examples import build_examples, uses_labels
 from fedrec.train.layout import ItemIndex
@@ -27,9 +28,16 @@ from fedrec.train.losses import example_loss
 log = logging.getLogger(__name__)
 
 
-def init_params(model: Recommender, seed: int) -> dict[str, Tensor]:
-    """All parameters (private tables for every user + shared), as federated training starts."""
-    return {**model.init_all_users(seed), **model.init_shared(seed)}
+def init_params(model: Recommender, seed: int, split: SplitData | None = None,
+                item_bias_init: str = "zeros") -> dict[str, Tensor]:
+    """All parameters (private tables for every user + shared), as federated training starts
+    (``item-bias-init = popularity``: the exact histogram of ``split``'s users)."""
+    params = {**model.init_all_users(seed), **model.init_shared(seed)}
+    if item_bias_init == "popularity":
+        counts = user_normalised_counts(split, np.arange(split.n_users))
+        params["item_bias"] = torch.as_tensor(popularity_bias(counts),
+                                              dtype=params["item_bias"].dtype)
+    return params
 
 
 def train_central(
