@@ -134,6 +134,10 @@ class FederationConfig:
     server_lr: float = 1.0  # server optimizers (fedadam, fedyogi, fedavgm); fedavg-items: step on
     # item rows as a multiple of their per-row mean update
     server_momentum: float = 0.0  # fedavgm, fedavg-items: server momentum on the pseudo-gradient
+    # fedavg-items: how an item row moves. mean: server-lr x its users' weighted mean update;
+    # newton (MF): server-lr x one Newton step on the row's loss at the users' new rows, from
+    # the per-row gradient and Gauss-Newton matrix summed over nodes (ALS-like alternation)
+    item_step: str = "mean"
     proximal_mu: float = 0.0  # fedprox (sparse-adam: on the item rows used in each batch)
     # seconds the server waits for nodes to connect and for each message's replies; a node
     # that misses it is named in a warning and counted in metrics.csv `missing`
@@ -308,6 +312,14 @@ class Config:
             ("popularity-noise", self.privacy.popularity_noise > 0, "must be > 0"),
             ("dp-trust", not (self.privacy.dp_trust == "secagg" and self.privacy.privacy != "user"),
              "applies to privacy='user' only (sample-level DP-SGD adds its noise on the node)"),
+            ("item-step", self.fed.item_step in ("mean", "newton"), "must be mean|newton"),
+            ("item-step", self.fed.item_step == "mean" or (
+                self.fed.strategy == "fedavg-items" and self.model.model == "mf"
+                and self.train.loss == "bce" and not _tower_names(self.model.towers)
+                and self.privacy.privacy == "none" and self.robust.attack == "none"
+                and self.robust.defense == "none"),
+             "newton needs strategy 'fedavg-items', model 'mf', loss 'bce', no towers, and "
+             "no privacy, attack or defense (they bound per-user updates, not per-row sums)"),
             ("strategy", not (self.privacy.privacy == "user" and self.fed.strategy ==
                               "fedavg-items"),
              "cannot be combined with privacy='user' (DP-FedAvg weighs users equally)"),

@@ -37,6 +37,7 @@ _SPLITS: dict[tuple, SplitData] = {}
 CACHE_VERSION = 1  # bump when SplitData or a model's pickled layout changes
 ITEM_WEIGHTED = "fedavg-items"  # strategy whose replies carry per-item user weights
 ITEM_WEIGHT_KEY = "item-weight"
+ITEM_CURVATURE_KEY = "item-curvature"  # item-step newton: per-row Gauss-Newton matrices
 EVAL_PARTS_KEY = "fedrec.eval-parts"  # evaluate messages: "test" or "valid[,test]"
 POPULARITY_STAGE = "popularity"  # query stage of item-bias-init = popularity (server/warmstart)
 COUNTS_KEY = "counts"  # its reply: the node's users' unit-norm item histograms, summed
@@ -176,8 +177,7 @@ def train_round(
     if len(sampled) + len(fakes) == 0:
         if user_dp:
             return TrainReply({n: np.zeros_like(a) for n, a in base.items()}, 1.0, {}), state
-        if cfg.fed.strategy == ITEM_WEIGHTED:
-            base[ITEM_WEIGHT_KEY] = np.zeros(split.n_items)
+        base.update(item_extras(cfg, model, split))
         return TrainReply(base, 0.0, {} if sample_dp else {"loss-sum": 0.0, "users": 0.0}), state
     idx = torch.from_numpy(np.searchsorted(users, sampled))
     if sample_dp:  # imported here: opacus costs seconds in every fresh ClientApp process
@@ -196,6 +196,7 @@ def train_round(
             weighting="equal" if user_dp else "examples",
             row_clip=cfg.robust.row_clip_norm if row_clip else None,
             weight_cap=cfg.robust.row_clip_weight if row_clip else None,
+            item_step=cfg.fed.item_step,
         )
     if len(fakes):
         add_fakes(upd, cfg, model, split, base, fakes, equal=user_dp)
@@ -205,7 +206,11 @@ def train_round(
     if user_dp:
         return TrainReply({n: upd.sum_update[n].numpy() for n in base}, 1.0, {}), new_state
     avg = {n: np.asarray(base[n] + upd.sum_update[n].numpy() / upd.weight_sum) for n in base}
-    if cfg.fed.strategy == ITEM_WEIGHTED:  # item rows: average over the users holding them
+    if upd.item_curvature is not None:  # item-step newton: the per-row sums themselves
+        for s in model.row_specs(ITEM_TABLE):
+            avg[s.name] = base[s.name] + upd.sum_update[s.name].numpy()
+        avg[ITEM_CURVATURE_KEY] = upd.item_curvature.numpy()
+    elif cfg.fed.strategy == ITEM_WEIGHTED:  # item rows: average over the users holding them
         w = upd.item_weight.numpy()
         for s in model.row_specs(ITEM_TABLE):
             d = upd.sum_update[s.name].numpy()
@@ -217,6 +222,16 @@ def train_round(
         return TrainReply(avg, upd.weight_sum, {}), new_state
     metrics = {"loss-sum": upd.loss_sum, "users": float(upd.n_users)}
     return TrainReply(avg, upd.weight_sum, metrics), new_state
+
+
+def item_extras(cfg: Config, model: Recommender, split: SplitData) -> dict[str, np.ndarray]:
+    """The arrays a ``fedavg-items`` reply carries besides the parameters, empty (zero)."""
+    if cfg.fed.strategy != ITEM_WEIGHTED:
+        return {}
+    if cfg.fed.item_step == "newton":
+        m = sum(int(np.prod(s.shape, dtype=np.int64)) for s in model.row_specs(ITEM_TABLE))
+        return {ITEM_CURVATURE_KEY: np.zeros((split.n_items, m, m))}
+    return {ITEM_WEIGHT_KEY: np.zeros(split.n_items)}
 
 
 def dpsgd_noise_key(dp_seed: int, round_: int) -> int:

@@ -31,9 +31,8 @@ from fedrec.eval.sampled import VALID, evaluate_item_scores, summarize
 from fedrec.models.popularity import popularity_scores
 from fedrec.node import (
     EVAL_PARTS_KEY,
-    ITEM_WEIGHT_KEY,
-    ITEM_WEIGHTED,
     eval_parts,
+    item_extras,
     load_split,
     make_model,
 )
@@ -85,7 +84,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     if cfg.run.resume and ckpts:
         last = max(ckpts)
         ck = checkpoint.load_pickle(ckpts[last])
-        if ck["config"] != config_identity(cfg):
+        if not same_identity(ck["config"], config_identity(cfg)):
             raise ValueError(
                 f"{out}: checkpoint was written by a different config; use another --out "
                 "or set resume=false"
@@ -119,7 +118,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
         " ".join(f"{k} {v:.4f}" for k, v in popularity.items() if k in EVAL_FIELDS[:2] + ("auc",)),
     )
     n_rounds = cfg.fed.num_rounds
-    rules = _reply_rules(cfg, split, arrays, n_nodes)  # once; each round's arrays are its base
+    rules = _reply_rules(cfg, split, model, arrays, n_nodes)  # once; each round's arrays are its base
     from_global = cfg.privacy.privacy != "user"  # (DP replies are sums: measured from zero)
     eval_rules = EvalRules(_max_count(split))
     stopped = None
@@ -226,12 +225,12 @@ def _save_checkpoint(out: Path, r: int, arrays: dict[str, np.ndarray], strategy:
     checkpoint.prune(out / CKPT_DIR, keep=2)
 
 
-def _reply_rules(cfg: Config, split: Any, arrays: dict[str, np.ndarray],
+def _reply_rules(cfg: Config, split: Any, model: Any, arrays: dict[str, np.ndarray],
                  n_nodes: int) -> ReplyRules:
     """What a valid train reply carries (see ``server.replies``); built once per run. Without
     user-level DP the update is measured from the global ``arrays`` (the caller puts each
     round's in); under it from zero."""
-    extra = {ITEM_WEIGHT_KEY: (split.n_items,)} if cfg.fed.strategy == ITEM_WEIGHTED else {}
+    extra = {k: a.shape for k, a in item_extras(cfg, model, split).items()}
     if cfg.privacy.privacy != "user":  # num-examples: training positives
         return ReplyRules(arrays, extra, float(split.n_train), cfg.fed.max_update_norm)
     # user-level DP: a reply is the node's sum of clipped user updates with num-examples 1,
@@ -269,6 +268,14 @@ def _evaluate(
     out = summarize({k[: -len("-sum")]: v for k, v in sums.items() if k.endswith("-sum")})
     return {**out, "missing-evaluate": len(missing), "rejected-evaluate": rejected,
             "bytes-evaluate": nbytes}
+
+
+def same_identity(saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether a checkpoint's config identity is the current one. A setting the checkpoint lacks
+    (added to fedrec after it was written) matches when the current value is its default."""
+    defaults = Config().to_flat()
+    return all(saved[k] == v if k in saved else v == defaults.get(k)
+               for k, v in current.items()) and set(saved) <= set(current)
 
 
 def config_identity(cfg: Config) -> dict[str, Any]:

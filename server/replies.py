@@ -97,9 +97,12 @@ def check_reply(msg: Message, rules: ReplyRules) -> str | None:
     w = float(metrics[WEIGHT_KEY])
     if w < 0 or w > rules.max_weight:
         return f"weight {WEIGHT_KEY}={w:g} is outside [0, {rules.max_weight:g}]"
-    for name in rules.extra:  # per-row weights: each in [0, num-examples]
+    for name in rules.extra:
         a = got[name]
-        if (a < 0).any() or (a > w * (1 + 1e-9) + 1e-9).any():
+        if a.ndim == 3:  # per-row curvature matrices (item-step newton): a PSD diagonal
+            if (np.einsum("nii->ni", a) < 0).any():
+                return f"array '{name}' has a negative diagonal entry"
+        elif (a < 0).any() or (a > w * (1 + 1e-9) + 1e-9).any():  # per-row user weights
             return f"array '{name}' has values outside [0, {WEIGHT_KEY}={w:g}]"
     sq = sum(float(np.sum((got[n].astype(np.float64) - np.asarray(b, np.float64)) ** 2))
              for n, b in rules.base.items())

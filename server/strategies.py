@@ -14,7 +14,8 @@ from flwr.serverapp import strategy as S
 
 from fedrec.config import STRATEGY_NAMES, Config
 from fedrec.models.base import ITEM_TABLE
-from fedrec.node import ITEM_WEIGHT_KEY
+from fedrec.node import ITEM_CURVATURE_KEY, ITEM_WEIGHT_KEY
+from fedrec.train.newton import newton_step
 
 
 def sum_metrics(records: list[RecordDict], weighting_key: str) -> MetricRecord:
@@ -47,12 +48,20 @@ class ItemWeightedFedAvg(S.FedAvg):
     the sum's overshoot on popular rows (its step grows with the row's user count, the row's
     curvature too). Dense parameters take the plain mean (they are touched by every user: the
     mean is already one full step). ``server_lr = 1``, ``server_momentum = 0``: the mean itself.
+
+    With ``item_step = "newton"`` (MF) the nodes reply, per item row, the gradient step of the
+    row's loss at their users' new rows (``rows + step``) and its Gauss-Newton matrix
+    (array ``item-curvature``; :mod:`fedrec.train.newton`); ``d_r`` is then the Newton step
+    ``(sum of matrices)^-1 (sum of steps)`` per row, and the same momentum and ``server_lr``
+    apply (``server_lr = 1``: the full Newton step).
     """
 
     def __init__(self, item_params: list[str], server_lr: float = 1.0,
-                 server_momentum: float = 0.0, **kwargs: Any) -> None:
+                 server_momentum: float = 0.0, item_step: str = "mean", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.item_params = set(item_params)
+        self.row_layout = list(item_params)  # item-step newton: row coordinates in this order
+        self.item_step = item_step
         self.server_lr = float(server_lr)
         self.server_momentum = float(server_momentum)
         self.current: dict[str, np.ndarray] | None = None
@@ -72,27 +81,39 @@ class ItemWeightedFedAvg(S.FedAvg):
             return None, None
         base = self.current
         total_w = sum(float(m.content["metrics"]["num-examples"]) for m in replies)
-        row_w = sum(m.content["arrays"][ITEM_WEIGHT_KEY].numpy() for m in replies)
+        newton = self.item_step == "newton"
+        if newton:
+            curv = sum(m.content["arrays"][ITEM_CURVATURE_KEY].numpy() for m in replies)
+        else:
+            row_w = sum(m.content["arrays"][ITEM_WEIGHT_KEY].numpy() for m in replies)
+        steps: dict[str, np.ndarray] = {}
         out: dict[str, np.ndarray] = {}
         for name, g in base.items():
             acc = np.zeros_like(g, dtype=np.float64)
             for m in replies:
                 a = m.content["arrays"][name].numpy()
-                if name in self.item_params:
+                if name in self.item_params and newton:
+                    acc += a - g  # the node's summed gradient step
+                elif name in self.item_params:
                     w = m.content["arrays"][ITEM_WEIGHT_KEY].numpy()
                     acc += w.reshape(-1, *[1] * (g.ndim - 1)) * (a - g)
                 else:
                     acc += float(m.content["metrics"]["num-examples"]) * (a - g)
-            if name in self.item_params:
+            if name in self.item_params and newton:
+                steps[name] = acc
+            elif name in self.item_params:
                 denom = np.maximum(row_w, 1e-300).reshape(-1, *[1] * (g.ndim - 1))
-                step = np.where(denom > 1e-300, acc / denom, 0.0)
-                if self.server_momentum:
-                    prev = self.momentum.get(name)
-                    step = step if prev is None else self.server_momentum * prev + step
-                    self.momentum[name] = step
-                out[name] = g + self.server_lr * step
+                steps[name] = np.where(denom > 1e-300, acc / denom, 0.0)
             else:
                 out[name] = g + acc / max(total_w, 1e-300)
+        if newton:
+            steps = newton_step(steps, curv, self.row_layout)
+        for name, step in steps.items():
+            if self.server_momentum:
+                prev = self.momentum.get(name)
+                step = step if prev is None else self.server_momentum * prev + step
+                self.momentum[name] = step
+            out[name] = base[name] + self.server_lr * step
         metrics = self.train_metrics_aggr_fn([m.content for m in replies], self.weighted_by_key)
         return ArrayRecord({k: Array(np.asarray(v)) for k, v in out.items()}), metrics
 
@@ -100,7 +121,8 @@ class ItemWeightedFedAvg(S.FedAvg):
 STRATEGIES: dict[str, tuple[type, Callable[[Config], dict[str, Any]]]] = {
     "fedavg": (S.FedAvg, lambda c: {}),
     "fedavg-items": (ItemWeightedFedAvg, lambda c: {"server_lr": c.fed.server_lr,
-                                                     "server_momentum": c.fed.server_momentum}),
+                                                     "server_momentum": c.fed.server_momentum,
+                                                     "item_step": c.fed.item_step}),
     "fedprox": (S.FedProx, lambda c: {"proximal_mu": c.fed.proximal_mu}),
     "fedadam": (S.FedAdam, lambda c: {"eta": c.fed.server_lr, "eta_l": c.train.lr}),
     "fedyogi": (S.FedYogi, lambda c: {"eta": c.fed.server_lr, "eta_l": c.train.lr}),

@@ -28,6 +28,7 @@ from fedrec.train.examples import (
     uses_labels,
 )
 from fedrec.train.layout import ItemIndex, local_rows
+from fedrec.train.newton import newton_stats
 from fedrec.train.optim import CohortOptimizer
 from fedrec.train.steps import LocalParams, OwnerBatch, OwnerGrads, StepPolicy, run_steps
 
@@ -58,6 +59,9 @@ class CohortUpdate:
         Only with ``keep_per_user``: ``{user: {name: delta Tensor (full shape)}}``.
     local : list of LocalTables
         Only with ``keep_local``: each chunk's per-user parameters after training.
+    item_curvature : Tensor or None
+        Only with ``item_step = "newton"``: ``(n_items, dim + 1, dim + 1)`` float64, each item
+        row's Gauss-Newton matrix (the item rows of ``sum_update`` are then gradient steps).
     """
 
     sum_update: dict[str, Tensor]
@@ -69,6 +73,7 @@ class CohortUpdate:
     item_weight: Tensor
     per_user: dict[int, dict[str, Tensor]] = field(default_factory=dict)
     local: list[LocalTables] = field(default_factory=list)
+    item_curvature: Tensor | None = None
 
 
 @dataclass
@@ -112,6 +117,7 @@ def train_cohort(
     keep_local: bool = False,
     row_clip: float | None = None,
     weight_cap: float | None = None,
+    item_step: str = "mean",
 ) -> CohortUpdate:
     """Train ``users`` locally from ``shared`` and return the cohort's aggregate update.
 
@@ -148,6 +154,12 @@ def train_cohort(
         every sum: updates, ``weight_sum``, ``item_weight``). With ``row_clip`` it bounds what
         one user adds to an item row's weighted sum by ``cap * row_clip``, whatever its
         profile size.
+    item_step : {"mean", "newton"}
+        ``mean``: item rows are summed with the users' weights and ``item_weight`` is the
+        weight of the users holding each row (a per-row weighted mean). ``newton`` (MF): the
+        item rows' entries of ``sum_update`` are the full-batch gradient step of each row at
+        the users' new rows and ``item_curvature`` its Gauss-Newton matrix
+        (:func:`fedrec.train.newton.newton_stats`).
     """
     device = resolve_device(tc.device)
     users = np.asarray(users, dtype=np.int64)
@@ -163,6 +175,7 @@ def train_cohort(
     per_user: dict[int, dict[str, Tensor]] = {}
     local: list[LocalTables] = []
     item_weight = torch.zeros(split.n_items, dtype=torch.float64, device=device)
+    item_curvature: Tensor | None = None
     for lo, hi in _chunks(counts, tc.max_examples_per_chunk):
         chunk_users = users[lo:hi]
         ex = build_examples(
@@ -171,9 +184,12 @@ def train_cohort(
         state = {n: t[lo:hi][torch.from_numpy(ex.order)] for n, t in user_state.items()}
         res = _train_chunk(
             model, shared_dev, state, ex, tc, device, clip_norm, weighting, proximal_mu,
-            keep_per_user, keep_local, row_clip, weight_cap,
+            keep_per_user, keep_local, row_clip, weight_cap, item_step,
         )
         item_weight += res["item_weight"]
+        if res["item_curvature"] is not None:
+            c = res["item_curvature"]
+            item_curvature = c if item_curvature is None else item_curvature + c
         if keep_local:
             local.append(res["local"])
         for n in sum_update:
@@ -195,6 +211,7 @@ def train_cohort(
         item_weight.cpu(),
         per_user,
         local,
+        None if item_curvature is None else item_curvature.cpu(),
     )
 
 
@@ -224,6 +241,7 @@ def _train_chunk(
     keep_local: bool,
     row_clip: float | None = None,
     weight_cap: float | None = None,
+    item_step: str = "mean",
 ) -> dict:
     n_users = len(ex.users)
     n_items = model.n_items
@@ -270,8 +288,13 @@ def _train_chunk(
             f = torch.clamp(clip_norm / sq.sqrt().clamp_min(1e-30), max=1.0)
         wf = w * f
         out_sum: dict[str, Tensor] = {}
+        curvature = None
+        if item_step == "newton":  # item rows: a Newton step's statistics at the new users
+            out_sum, curvature = newton_stats(model, P, ex, shared, tc)
         for n, d in dT.items():
             tr = tab[table_of[n]]
+            if n in out_sum:
+                continue
             scale = wf[tr.owner].view(-1, *([1] * (d.dim() - 1)))
             acc = torch.zeros((index.sizes[table_of[n]], *d.shape[1:]), dtype=torch.float64,
                               device=device)
@@ -303,6 +326,7 @@ def _train_chunk(
         "sq_norms": sq.cpu().numpy(),
         "per_user": per_user,
         "item_weight": item_weight,
+        "item_curvature": curvature,
         "local": LocalTables(
             ex.users, {t: tr.key(index.sizes[t]).cpu() for t, tr in tab.items()},
             {n: t.cpu() for n, t in T.items()}, {n: t.cpu() for n, t in D.items()},

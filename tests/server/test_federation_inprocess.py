@@ -150,3 +150,33 @@ def test_a_run_without_a_run_directory_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="setting 'out' is empty"):
         run_federation(InProcessGrid(client_app, 1), cfg)
     assert not list(tmp_path.iterdir())  # nothing written into the working directory
+
+
+def test_checkpoint_identity_tolerates_settings_added_later_at_their_default():
+    from server.loop import config_identity, same_identity
+
+    current = config_identity(Config.from_flat({**SMALL, "dim": 16}))
+    saved = dict(current)
+    saved.pop("item-bias-init")  # a checkpoint written before the setting existed
+    assert same_identity(saved, current)
+    assert not same_identity(saved, config_identity(
+        Config.from_flat({**SMALL, "dim": 16, "item-bias-init": "popularity"})))
+    assert not same_identity({**current, "dim": 8}, current)
+    assert not same_identity({**current, "gone-setting": 1}, current)
+
+
+def test_newton_item_step_federation_learns_and_ignores_grouping(tmp_path):
+    newton = {"strategy": "fedavg-items", "item-step": "newton", "optimizer": "sgd",
+              "lr": 0.5, "synthetic-users": 300, "synthetic-items": 200,
+              "synthetic-interactions": 30, "num-rounds": 6, "dim": 8, "batch-size": 32,
+              "weight-decay": 0.01}
+    a, _ = run(tmp_path, "n150", **{**newton, "users-per-node": 150})
+    b, grid = run(tmp_path, "n60", **{**newton, "users-per-node": 60})
+    assert a["final"]["hr@10"] > 1.1 * a["baselines"]["popularity"]["hr@10"]
+    for k in ("hr@10", "ndcg@10"):  # per-row sums: the grouping of users changes nothing
+        assert a["final"][k] == pytest.approx(b["final"][k], abs=1e-6)
+    replies = [m for m in grid.replies if m.content.array_records]
+    assert all(m.content["arrays"]["item-curvature"].numpy().shape == (200, 9, 9)
+               for m in replies)
+    rows = np.genfromtxt(tmp_path / "n60" / "metrics.csv", delimiter=",", names=True)
+    assert (rows["rejected"] == 0).all()

@@ -1,0 +1,113 @@
+"""Per-item-row Newton statistics of a cohort (setting ``item-step = newton``, MF).
+
+With the users' rows fixed at their values after the local epochs, the loss of one item row
+over a cohort's examples is an L2-regularised logistic regression in that row. A node replies,
+per row, its gradient in the units of a local SGD step (``-lr / batch-size * g``: the
+full-batch sum of its users' updates of the row) and its Gauss-Newton curvature in the same
+units; the server adds both over nodes and takes one Newton step per row (damped by
+``server-lr``). A round is then an alternation, as in ALS: every user takes a local epoch
+against the current items, every item a Newton step against the new users. Sums only: the
+users' rows never leave the node, and the server sees per-row sums over each node's users.
+
+Row layout: ``[item_emb, item_bias]`` (``dim + 1`` coordinates), the order of the model's
+item-table row specs; the logit's gradient in it is ``[p_u, 1]`` for every item.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fedrec.config import TrainConfig
+from fedrec.models.base import ITEM_TABLE, Recommender
+from fedrec.train.examples import CohortExamples
+
+ROW_PARAMS = ("item_emb", "item_bias")
+SLICE = 262_144  # examples per vectorised slice
+
+
+def row_params(model: Recommender) -> tuple[str, ...]:
+    """The item-table parameters in row-layout order; only MF's layout is supported."""
+    names = tuple(s.name for s in model.row_specs(ITEM_TABLE))
+    if names != ROW_PARAMS or model.name != "mf":
+        raise ValueError(f"setting 'item-step' = 'newton' needs model 'mf' (item rows "
+                         f"{ROW_PARAMS}); model '{model.name}' has item rows {names}")
+    return names
+
+
+def newton_stats(model: Recommender, user: dict[str, Tensor], ex: CohortExamples,
+                 shared: dict[str, Tensor], tc: TrainConfig) -> tuple[dict[str, Tensor], Tensor]:
+    """Per item row of the cohort's examples (every local epoch): ``(step, curvature)``.
+
+    Parameters
+    ----------
+    user : dict of str to Tensor
+        ``user_emb`` ``(n, dim)`` and ``user_bias`` ``(n,)`` after training, in ``ex.users``
+        order.
+    shared : dict of str to Tensor
+        The global item rows and bias the round started from.
+
+    Returns
+    -------
+    step : dict of str to Tensor
+        ``-lr / batch-size * gradient`` of the rows' loss (each example's BCE plus
+        ``weight-decay * ||row||^2`` per example, as in local training): ``item_emb``
+        ``(n_items, dim)``, ``item_bias`` ``(n_items,)``, float64.
+    curvature : Tensor
+        ``lr / batch-size *`` Gauss-Newton matrix ``(n_items, dim + 1, dim + 1)``, float64:
+        ``sum_e s_e [p_u, 1][p_u, 1]^T + 2 * weight-decay * count * I``.
+    """
+    row_params(model)
+    dev = shared["item_emb"].device
+    q = shared["item_emb"].double()
+    qb = shared["item_bias"].double()
+    b = shared["bias"].double()
+    pu = user["user_emb"].to(dev).double()
+    bu = user["user_bias"].to(dev).double()
+    n_users, dim = pu.shape
+    n_items = q.shape[0]
+    grad_q = torch.zeros_like(q)
+    grad_b = torch.zeros_like(qb)
+    count = torch.zeros(n_items, dtype=torch.float64, device=dev)
+    s_sum = torch.zeros(n_items * n_users, dtype=torch.float64, device=dev)  # (item, user)
+    owner_all = torch.from_numpy(np.repeat(np.arange(n_users, dtype=np.int64), ex.n_ex)).to(dev)
+    for items_np, labels_np in zip(ex.items, ex.labels, strict=True):
+        items_all = torch.from_numpy(np.ascontiguousarray(items_np[:, 0])).to(dev)
+        labels_all = torch.from_numpy(labels_np).to(dev).double()
+        for lo in range(0, len(items_all), SLICE):
+            it, own = items_all[lo:lo + SLICE], owner_all[lo:lo + SLICE]
+            x = (pu[own] * q[it]).sum(1) + bu[own] + qb[it] + b
+            p = torch.sigmoid(x)
+            r = p - labels_all[lo:lo + SLICE]
+            grad_q.index_add_(0, it, r[:, None] * pu[own])
+            grad_b.index_add_(0, it, r)
+            count.index_add_(0, it, torch.ones_like(r))
+            s_sum.index_add_(0, it * n_users + own, p * (1 - p))
+    wd2 = 2.0 * tc.weight_decay
+    grad_q += wd2 * count[:, None] * q
+    grad_b += wd2 * count * qb
+    jac = torch.cat([pu, torch.ones(n_users, 1, dtype=torch.float64, device=dev)], 1)
+    outer = (jac[:, :, None] * jac[:, None, :]).reshape(n_users, -1)
+    curv = (s_sum.view(n_items, n_users) @ outer).view(n_items, dim + 1, dim + 1)
+    curv += wd2 * count[:, None, None] * torch.eye(dim + 1, dtype=torch.float64, device=dev)
+    rate = tc.lr / tc.batch_size
+    return {"item_emb": -rate * grad_q, "item_bias": -rate * grad_b}, rate * curv
+
+
+def newton_step(step: dict[str, np.ndarray], curvature: np.ndarray,
+                names: list[str]) -> dict[str, np.ndarray]:
+    """The server's per-row Newton step ``curvature^-1 step`` from the summed statistics
+    (rows no example touched: 0). ``names`` in row-layout order."""
+    n = curvature.shape[0]
+    flat = np.concatenate([step[k].reshape(n, -1) for k in names], axis=1)
+    out = np.zeros_like(flat)
+    touched = np.einsum("nii->n", curvature) > 0
+    if touched.any():
+        out[touched] = np.linalg.solve(curvature[touched], flat[touched][..., None])[..., 0]
+    res, col = {}, 0
+    for k in names:
+        width = int(np.prod(step[k].shape[1:], dtype=np.int64))
+        res[k] = out[:, col:col + width].reshape(step[k].shape)
+        col += width
+    return res
