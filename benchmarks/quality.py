@@ -538,7 +538,7 @@ def aggregate(matrix: list[tuple[Dataset, list[Method]]], results: list[dict[str
             if not any(r["dataset"] == ds.key and r["method"] == m.name for r in results):
                 continue
             row: dict[str, Any] = {"dataset": ds.key, "method": m.name, "label": m.label,
-                                   "kind": m.kind, "config": m.config,
+                                   "kind": m.kind, "config": m.config, "steps": None,
                                    "reference": m.reference, "seeds": [r["seed"] for r in mine]}
             for k in METRICS:
                 vals = [r["summary"]["final"][k] for r in mine if k in r["summary"]["final"]]
