@@ -1,39 +1,40 @@
 """Quality benchmark: HR@10 / NDCG@10 of popularity, central and federated recommenders.
 
-    python benchmarks/quality.py [--data-dir DIR] [--out DIR] [--seeds 0,1,2] [--rounds N]
-                                 [--epochs N] [--quick] [--only PATTERN] [--jobs N]
+    python benchmarks/quality.py [--data-dir DIR] [--out DIR] [--seeds 0,1,2] [--quick]
+                                 [--only PATTERN] [--jobs N] [--engine inprocess|ray]
                                  [--validation] [--list] [--report]
 
-A matrix of cells ``dataset x method x seed``:
+A matrix of cells ``dataset x row x seed``:
 
 - datasets: ML-1M with the NCF paper's test items and negatives (``ml-1m``, split ``ncf``)
   and ML-100K leave-one-out with 99 seeded negatives (``ml-100k``);
-- methods: the popularity baseline; central training of the same model code
-  (``train_central``; the metrics of the **last** epoch are reported, no epoch is selected on
-  the test items); NeuMF with GMF/MLP pre-training (``fedrec.models.pretrain``); federated
-  runs (model x strategy) from ``simulations/configs/*.toml``.
+- rows: every row is a shipped config file (``simulations/configs/quality/*.toml`` and a few
+  others) run **as-is** by the project's own command: central rows by
+  ``simulations/central.py CONFIG`` (:func:`simulations.central.run`; the last epoch is
+  reported, NeuMF pre-training included via ``pretrain-epochs``), federated rows by
+  ``simulations/launch.py CONFIG`` (the ServerApp loop and ClientApp handlers, on the
+  in-process Grid with ``--engine inprocess``, the default here, or on Flower's simulation
+  engine with ``--engine ray``). The popularity row is the ``baselines.popularity`` of its
+  file's run. The benchmark adds only the data directory and the seed, as a user would
+  (``--data-dir DIR --set seed=K``); ``--list`` prints every cell's command line.
 
-Federated cells run the real ServerApp loop and ClientApp handlers (``server.loop
-.run_federation`` + ``clients.app``) on the in-process Grid of the tests (``--engine
-inprocess``, default: no Ray start-up, one process) or on Flower's simulation engine
-(``--engine ray``, ``simulations.launch.run``); both execute identical training code.
-
-Every cell writes a run directory ``OUT/quality-runs/<dataset>/<method>/seed<k>/`` and is
-finished when its ``summary.json`` is there (with at least the requested rounds / epochs):
-finished cells are skipped, so an interrupted benchmark resumes (a federated cell asked for
-more rounds continues from its last checkpoint). A cell whose recorded settings differ from its
-row's current config (a config file changed) is never reported; a run moves it aside to
-``seed<k>.stale-<time>`` and runs it again. Outputs: ``quality.md`` (table, mean ± std
-over seeds), ``quality.png`` (HR@10 per round / epoch, mean over seeds) and ``quality.json``
-(everything). ``--validation`` carves a validation item per user from the training data and
-evaluates on it instead of the test items (for tuning; outputs ``quality-validation.*``).
+Every cell writes a run directory ``OUT/quality-runs/<dataset>/<row>/seed<k>/`` and is
+finished when its ``summary.json`` is there (with at least the config's rounds / epochs):
+finished cells are skipped, so an interrupted benchmark resumes (a federated cell continues
+from its last checkpoint). A cell whose recorded settings differ from its row's current config
+(a config file changed) is never reported; a run moves it aside to ``seed<k>.stale-<time>``
+and runs it again. Outputs: ``quality.md`` (table naming each row's config, mean ± std over
+seeds), ``quality.png`` (HR@10 per round / epoch where evaluated, mean over seeds) and
+``quality.json`` (everything). The configs read the test items once, after the last round /
+epoch. ``--validation`` carves a validation item per user from the training data, evaluates
+on it instead of the test items and every round / epoch (``--set eval-every=1``: learning
+curves for tuning; outputs ``quality-validation.*``).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import csv
-import dataclasses
 import fnmatch
 import json
 import logging
@@ -42,7 +43,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +60,16 @@ log = logging.getLogger("fedrec.bench.quality")
 CONFIGS = ROOT / "simulations" / "configs"
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
 METRICS = ("hr@10", "ndcg@10")
+#: The script that runs a row's config file, by the row's kind (popularity: the file's run
+#: reports it as ``baselines.popularity``).
+SCRIPTS = {"popularity": "simulations/central.py", "central": "simulations/central.py",
+           "federated": "simulations/launch.py"}
 
 
 # ----------------------------------------------------------------------------- the matrix
 @dataclass(frozen=True)
 class Dataset:
-    """One evaluation protocol.
+    """One table (evaluation protocol); its rows' files fix the data settings.
 
     Attributes
     ----------
@@ -72,18 +77,15 @@ class Dataset:
         Short name used in cell ids and run directories.
     label : str
         Human-readable description for the table.
-    flat : dict
-        Settings selecting the data (``dataset``, ``split`` ...).
     """
 
     key: str
     label: str
-    flat: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class Method:
-    """One row of the table.
+    """One row of the table: a shipped config file, run as-is.
 
     Attributes
     ----------
@@ -91,15 +93,11 @@ class Method:
         Short name used in cell ids (``fed-mf-fedavg``).
     label : str
         Description for the table.
-    kind : {"popularity", "central", "pretrain", "federated"}
-    steps : int
-        Epochs (central), NeuMF-stage epochs (pretrain) or rounds (federated).
+    kind : {"popularity", "central", "federated"}
+        Which script runs the file (:data:`SCRIPTS`); ``popularity`` reports the
+        ``baselines.popularity`` of the file's run.
     config : str
-        Config file under ``simulations/configs`` (federated; "" for none).
-    flat : dict
-        Settings on top of the config file (and of the dataset's settings).
-    part_epochs : int
-        Pretrain only: epochs of the GMF and of the MLP stage.
+        The config file, relative to ``simulations/configs``.
     reference : str
         Published HR@10 / NDCG@10 on ML-1M (99 negatives) for comparison, if any.
     """
@@ -107,10 +105,7 @@ class Method:
     name: str
     label: str
     kind: str
-    steps: int = 0
-    config: str = ""
-    flat: dict[str, Any] = field(default_factory=dict)
-    part_epochs: int = 0
+    config: str
     reference: str = ""
 
 
@@ -127,125 +122,94 @@ class Cell:
         return f"{self.dataset.key}/{self.method.name}/seed{self.seed}"
 
 
-# Central training: the NCF paper's protocol (4 negatives per positive, Adam, lr 0.001,
-# mini-batches over all users; the paper tuned the batch size in {128, 256, 512, 1024}).
-CENTRAL = {"num-negatives": 4, "optimizer": "adam", "lr": 0.001, "batch-size": 256,
-           "init-std": 0.01}
-# NeuMF at 8 predictive factors as in the NCF paper: GMF 8, MLP embeddings 32, tower 64-32-16-8.
-NEUMF_DIM = 8
+NCF_NEUMF = ".701 / .425"  # He et al. 2017, NeuMF without pre-training (8 factors)
 
 
 def ml1m_methods() -> list[Method]:
-    """Rows on ML-1M (NCF split); sized so that the whole matrix fits ~1 h on 2 idle cores."""
+    """Rows on ML-1M (NCF split), each a config file (``quality/`` unless said otherwise)."""
+    q = "quality/ml1m_"
     return [
-        Method("popularity", "Popularity (training counts)", "popularity"),
-        Method("central-mf", "Central MF (dim 32)", "central", steps=10,
-               flat={**CENTRAL, "model": "mf", "dim": 32}),
-        Method("central-neumf", f"Central NeuMF (dim {NEUMF_DIM}, no pre-training)", "central",
-               steps=10, flat={**CENTRAL, "model": "neumf", "dim": NEUMF_DIM},
-               reference=".701 / .425"),
+        Method("popularity", "Popularity (training counts)", "popularity",
+               f"{q}central_mf_d32.toml"),
+        Method("central-mf", "Central MF (dim 32)", "central", f"{q}central_mf_d32.toml"),
+        Method("central-mf-rendle", "Central MF (dim 128), Rendle et al. 2020 recipe",
+               "central", "central/ml1m_ncf_mf_rendle.toml", reference=".7294 / .4523"),
+        Method("central-neumf", "Central NeuMF (dim 8, no pre-training)", "central",
+               f"{q}central_neumf_d8.toml", reference=NCF_NEUMF),
         Method("central-neumf16", "Central NeuMF (dim 16, no pre-training)", "central",
-               steps=10, flat={**CENTRAL, "model": "neumf", "dim": 16},
-               reference=".701 / .425"),
+               f"{q}central_neumf_d16.toml", reference=NCF_NEUMF),
         Method("central-neumf32", "Central NeuMF (dim 32, no pre-training)", "central",
-               steps=10, flat={**CENTRAL, "model": "neumf", "dim": 32},
-               reference=".701 / .425"),
-        Method("central-neumf-pre", f"Central NeuMF (dim {NEUMF_DIM}, GMF+MLP pre-trained)",
-               "pretrain", steps=3, part_epochs=6,
-               flat={**CENTRAL, "model": "neumf", "dim": NEUMF_DIM, "lr": 0.001},
-               reference=".726 / .445"),
-        # plain FedAvg dilutes every item row by the users who did not touch it, so its rows
-        # move more slowly: no decay (with 0.95 it reaches .576 at round 40, seed 0)
-        Method("fed-mf-fedavg", "FedMF: MF, FedAvg (fedmf.toml, lr-decay 1)", "federated",
-               steps=40, config="fedmf.toml", reference=".652-.675 / .381-.394",
-               flat={"eval-every": 4, "lr-decay": 1.0}),
-        Method("fed-mf-fedavg-items", "MF, item-count-weighted FedAvg (fedmf.toml)",
-               "federated", steps=40, config="fedmf.toml",
-               flat={"strategy": "fedavg-items", "eval-every": 4}),
-        Method("fed-mf-finetune", "MF, item-count-weighted FedAvg, local fine-tune 1 epoch "
-               "(fedmf.toml)", "federated", steps=40, config="fedmf.toml",
-               flat={"strategy": "fedavg-items", "finetune-epochs": 1, "eval-every": 8}),
-        Method("fed-neumf-fedavg", "FedNCF: NeuMF, FedAvg (fedncf.toml)", "federated", steps=10,
-               config="fedncf.toml", reference=".606-.658 / .333-.387"),
-        Method("fed-pfedrec", "PFedRec: private head, FedAvg, fine-tune (ml1m_ncf_pfedrec.toml)",
-               "federated", steps=40, config="ml1m_ncf_pfedrec.toml", reference=".733 / .444",
-               flat={"eval-every": 8}),  # each evaluation fine-tunes every user first
+               f"{q}central_neumf_d32.toml", reference=NCF_NEUMF),
+        Method("central-neumf-pre", "Central NeuMF (dim 8, GMF+MLP pre-trained)", "central",
+               f"{q}central_neumf_d8_pre.toml", reference=".726 / .445"),
+        Method("fed-mf-fedavg", "FedMF: MF, FedAvg", "federated", f"{q}fedmf_fedavg.toml",
+               reference=".652-.675 / .381-.394"),
+        Method("fed-mf-fedavg-items", "MF, item-count-weighted FedAvg", "federated",
+               f"{q}fedmf_fedavg_items.toml"),
+        Method("fed-mf-items-server", "MF, per-row mean with a server step (fedavg-items, "
+               "server-lr 200, momentum .5)", "federated", "ml1m_ncf_fedmf_items.toml"),
+        Method("fed-mf-finetune", "MF, item-count-weighted FedAvg, local fine-tune 1 epoch",
+               "federated", f"{q}fedmf_finetune.toml"),
+        Method("fed-neumf-fedavg", "FedNCF: NeuMF, FedAvg", "federated", f"{q}fedncf.toml",
+               reference=".606-.658 / .333-.387"),
+        Method("fed-pfedrec", "PFedRec: private head, FedAvg, fine-tune", "federated",
+               f"{q}pfedrec.toml", reference=".733 / .444"),
     ]
+
+
+#: ML-100K strategies on MF (``quality/ml100k_fedmf_<strategy>.toml``).
+ML100K_STRATEGIES = ("fedavg", "fedavg-items", "fedprox", "fedadam", "fedyogi", "fedavgm",
+                     "fedmedian", "fedtrimmedavg", "krum")
 
 
 def ml100k_methods() -> list[Method]:
     """Rows on ML-100K leave-one-out: every strategy on MF, plus the NCF models."""
-    nodes = {"users-per-node": 64}  # 15 nodes: robust rules (median, Krum) need several
+    q = "quality/ml100k_"
     rows = [
-        Method("popularity", "Popularity (training counts)", "popularity"),
-        Method("central-mf", "Central MF (dim 32)", "central", steps=20,
-               flat={**CENTRAL, "model": "mf", "dim": 32}),
-        Method("central-neumf", f"Central NeuMF (dim {NEUMF_DIM})", "central", steps=20,
-               flat={**CENTRAL, "model": "neumf", "dim": NEUMF_DIM}),
-        Method("central-neumf-pre", f"Central NeuMF (dim {NEUMF_DIM}, pre-trained)", "pretrain",
-               steps=5, part_epochs=15, flat={**CENTRAL, "model": "neumf", "dim": NEUMF_DIM}),
+        Method("popularity", "Popularity (training counts)", "popularity",
+               f"{q}central_mf_d32.toml"),
+        Method("central-mf", "Central MF (dim 32)", "central", f"{q}central_mf_d32.toml"),
+        Method("central-neumf", "Central NeuMF (dim 8)", "central", f"{q}central_neumf_d8.toml"),
+        Method("central-neumf-pre", "Central NeuMF (dim 8, pre-trained)", "central",
+               f"{q}central_neumf_d8_pre.toml"),
     ]
-    for strategy, extra in (("fedavg", {}), ("fedavg-items", {}),
-                            ("fedprox", {"proximal-mu": 0.01}),
-                            ("fedadam", {"server-lr": 0.01}), ("fedyogi", {"server-lr": 0.01}),
-                            ("fedavgm", {"server-lr": 1.5}), ("fedmedian", {}),
-                            ("fedtrimmedavg", {}), ("krum", {})):
-        rows.append(Method(f"fed-mf-{strategy}", f"MF, {strategy} (fedmf.toml)", "federated",
-                           steps=30, config="fedmf.toml",
-                           flat={"strategy": strategy, **extra, **nodes}))
+    rows += [Method(f"fed-mf-{s}", f"MF, {s}", "federated",
+                    f"{q}fedmf_{s.replace('-', '_')}.toml") for s in ML100K_STRATEGIES]
     rows += [
-        Method("fed-neumf-fedavg", "FedNCF: NeuMF, FedAvg (fedncf.toml)", "federated", steps=30,
-               config="fedncf.toml", flat=nodes),
-        Method("fed-pfedrec", "PFedRec (ml1m_ncf_pfedrec.toml)", "federated", steps=30,
-               config="ml1m_ncf_pfedrec.toml", flat=nodes),
+        Method("fed-neumf-fedavg", "FedNCF: NeuMF, FedAvg", "federated", f"{q}fedncf.toml"),
+        Method("fed-pfedrec", "PFedRec", "federated", f"{q}pfedrec.toml"),
     ]
     return rows
 
 
-def full_matrix(data_dir: str) -> list[tuple[Dataset, list[Method]]]:
+def full_matrix() -> list[tuple[Dataset, list[Method]]]:
     """The real benchmark."""
     return [
-        (Dataset("ml-1m", "ML-1M, NCF split (He et al. 2017 test items + 99 negatives)",
-                 {"dataset": "ml-1m", "split": "ncf", "data-dir": data_dir}), ml1m_methods()),
-        (Dataset("ml-100k", "ML-100K, leave-one-out, 99 seeded negatives",
-                 {"dataset": "ml-100k", "split": "loo", "data-dir": data_dir}),
-         ml100k_methods()),
+        (Dataset("ml-1m", "ML-1M, NCF split (He et al. 2017 test items + 99 negatives)"),
+         ml1m_methods()),
+        (Dataset("ml-100k", "ML-100K, leave-one-out, 99 seeded negatives"), ml100k_methods()),
     ]
 
 
 def quick_matrix() -> list[tuple[Dataset, list[Method]]]:
-    """Tiny synthetic stand-in with one cell of every kind (smoke test)."""
-    data = {"dataset": "synthetic", "split": "loo", "synthetic-users": 48, "synthetic-items": 60,
-            "synthetic-interactions": 10, "test-negatives": 29}
-    small = {"dim": 4, "batch-size": 32}
-    fed = {**small, "users-per-node": 16}
-    return [(Dataset("synthetic", "tiny synthetic (smoke test)", data), [
-        Method("popularity", "Popularity", "popularity"),
-        Method("central-mf", "Central MF", "central", steps=2,
-               flat={**CENTRAL, **small, "model": "mf", "lr": 0.01}),
-        Method("central-neumf-pre", "Central NeuMF, pre-trained", "pretrain", steps=1,
-               part_epochs=1, flat={**CENTRAL, **small, "model": "neumf", "lr": 0.01}),
-        Method("fed-mf-fedavg", "FedMF", "federated", steps=2, config="fedmf.toml", flat=fed),
-        Method("fed-neumf-fedavg", "FedNCF", "federated", steps=2, config="fedncf.toml",
-               flat=fed),
+    """Tiny synthetic stand-in with one cell of every kind (a smoke test of the machinery:
+    ``quality/quick/*.toml``, not reported figures)."""
+    q = "quality/quick/"
+    return [(Dataset("synthetic", "tiny synthetic (smoke test)"), [
+        Method("popularity", "Popularity", "popularity", f"{q}central_mf.toml"),
+        Method("central-mf", "Central MF", "central", f"{q}central_mf.toml"),
+        Method("central-neumf-pre", "Central NeuMF, pre-trained", "central",
+               f"{q}central_neumf_pre.toml"),
+        Method("fed-mf-fedavg", "FedMF", "federated", f"{q}fedmf.toml"),
+        Method("fed-neumf-fedavg", "FedNCF", "federated", f"{q}fedncf.toml"),
     ])]
 
 
-def cells_of(matrix: list[tuple[Dataset, list[Method]]], seeds: list[int], only: str,
-             rounds: int | None, epochs: int | None) -> list[Cell]:
-    """All cells, filtered by ``only`` and with step overrides applied."""
-    out = []
-    for ds, methods in matrix:
-        for m in methods:
-            if m.kind == "federated" and rounds:
-                m = dataclasses.replace(m, steps=rounds)
-            if m.kind == "central" and epochs:
-                m = dataclasses.replace(m, steps=epochs)
-            for s in seeds:
-                cell = Cell(ds, m, s)
-                if matches(cell.id, only):
-                    out.append(cell)
-    return out
+def cells_of(matrix: list[tuple[Dataset, list[Method]]], seeds: list[int],
+             only: str) -> list[Cell]:
+    """All cells, filtered by ``only``."""
+    return [Cell(ds, m, s) for ds, methods in matrix for m in methods for s in seeds
+            if matches(f"{ds.key}/{m.name}/seed{s}", only)]
 
 
 def matches(cell_id: str, pattern: str) -> bool:
@@ -267,6 +231,7 @@ class Options:
     """Settings shared by all cells of one benchmark run."""
 
     out: Path
+    data_dir: str = ""
     engine: str = "inprocess"
     threads: int = 1
     validation: bool = False
@@ -281,17 +246,46 @@ def cell_dir(cell: Cell, opts: Options) -> Path:
     return opts.runs / cell.dataset.key / cell.method.name / f"seed{cell.seed}"
 
 
+def command(cell: Cell, opts: Options) -> list[str]:
+    """The cell's command line after ``python``, as a user would type it (without ``--out``):
+    the script, the row's config file, ``--data-dir`` and ``--set seed=K``; with
+    ``--validation`` also ``--set eval-every=1``."""
+    argv = [SCRIPTS[cell.method.kind],
+            str((CONFIGS / cell.method.config).relative_to(ROOT))]
+    if cell.method.kind == "federated":
+        argv += ["--engine", opts.engine]
+    if opts.data_dir:
+        argv += ["--data-dir", opts.data_dir]
+    argv += ["--set", f"seed={cell.seed}"]
+    if opts.validation:
+        argv += ["--set", "eval-every=1"]
+    return argv
+
+
+def cell_config(cell: Cell, opts: Options) -> Any:
+    """The full ``Config`` of a cell: :func:`command` parsed by its own script, with the
+    cell's run directory as ``--out``."""
+    from simulations import central, launch
+
+    script, path, *args = command(cell, opts)
+    parse = central.parse_config if script == SCRIPTS["central"] else launch.parse_config
+    return parse([str(ROOT / path), *args, "--out", str(cell_dir(cell, opts))])
+
+
+def steps_of(cell: Cell, opts: Options) -> int:
+    """Rounds (federated) or epochs (central) of the cell's config; 0 for popularity."""
+    return 0 if cell.method.kind == "popularity" else cell_config(cell, opts).fed.num_rounds
+
+
 def is_done(cell: Cell, opts: Options) -> bool:
-    """A cell is finished when its summary covers the requested rounds / epochs and was
+    """A cell is finished when its summary covers the config's rounds / epochs and was
     written by the cell's current config."""
     summary = read_summary(cell, opts)
     if summary is None:
         return False
-    if cell.method.kind == "popularity":
+    if cell.method.kind == "popularity" or summary.get("stopped"):
         return True
-    if summary.get("stopped"):
-        return True
-    return int(summary.get("rounds", summary.get("epochs", 0))) >= cell.method.steps
+    return int(summary.get("rounds", summary.get("epochs", 0))) >= steps_of(cell, opts)
 
 
 def read_summary(cell: Cell, opts: Options) -> dict[str, Any] | None:
@@ -339,22 +333,12 @@ def set_aside_stale(cell: Cell, opts: Options) -> Path | None:
     return target
 
 
-def cell_config(cell: Cell, opts: Options) -> Any:
-    """The full ``Config`` of a cell (config file <- dataset <- method <- seed, out)."""
-    from simulations.launch import build_config
-
-    flat: dict[str, Any] = {"eval-every": 1, **cell.dataset.flat, **cell.method.flat,
-                            "seed": cell.seed, "device": "cpu", "full-ranking": False}
-    if cell.method.kind == "federated":
-        flat["num-rounds"] = cell.method.steps
-    path = str(CONFIGS / cell.method.config) if cell.method.config else None
-    overrides = [f"{k}={v}" for k, v in flat.items()]
-    return build_config(path, overrides, str(cell_dir(cell, opts)))
-
-
 def run_cell(cell: Cell, opts: Options) -> dict[str, Any]:
-    """Run one cell (in this process) and return its summary (also written to disk)."""
+    """Run one cell (in this process) as its script would, and return its summary (written to
+    the run directory with the cell's identity and learning curve added)."""
     import torch
+
+    from simulations import central
 
     torch.set_num_threads(opts.threads)
     os.environ["FEDREC_THREADS"] = str(opts.threads)
@@ -364,19 +348,21 @@ def run_cell(cell: Cell, opts: Options) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     kind = cell.method.kind
-    if kind == "popularity":
-        summary = run_popularity(split)
+    if kind == "popularity":  # what the file's run reports as baselines.popularity
+        summary = {"final": central.popularity_baseline(split)}
     elif kind == "central":
-        summary = run_central(cfg, split, cell.method.steps)
-    elif kind == "pretrain":
-        summary = run_pretrain(cfg, split, cell.method)
+        summary = central.run(cfg)
     elif kind == "federated":
         summary = run_federated(cfg, opts)
     else:
         raise ValueError(f"unknown method kind '{kind}'")
+    summary["kind"] = kind
+    summary["curve"] = curve_of(out) if kind != "popularity" else []
+    summary["final"] = {k: float(summary["final"][k]) for k in METRICS if k in summary["final"]}
     summary.setdefault("timing", {})["cell_s"] = time.time() - t0
     summary["cell"] = {"id": cell.id, "dataset": cell.dataset.key, "method": cell.method.name,
-                       "seed": cell.seed, "kind": kind, "config": cfg.to_flat()}
+                       "seed": cell.seed, "kind": kind, "config": cfg.to_flat(),
+                       "file": cell.method.config, "command": command(cell, opts)}
     from fedrec import rundir
 
     rundir.write_json(out / "summary.json", summary)
@@ -439,100 +425,27 @@ def validation_split(split: Any, seed: int, num_negatives: int = 99) -> Any:
     )
 
 
-def evaluate_params(model: Any, params: dict[str, Any], split: Any) -> dict[str, float]:
-    """HR@10 / NDCG@10 (means) of full parameter tables on the split's evaluation items."""
-    from fedrec.eval.sampled import evaluate_users, means
-
-    shared = {n: params[n] for n in model.shared_names}
-    private = {n: params[n] for n in model.private_names}
-    sums = evaluate_users(model, shared, private, np.arange(split.n_users), split)
-    return {k: float(v) for k, v in means(sums).items() if k in METRICS}
-
-
-def run_popularity(split: Any) -> dict[str, Any]:
-    from fedrec.eval.sampled import evaluate_item_scores
-    from fedrec.models.popularity import popularity_scores
-
-    res = evaluate_item_scores(popularity_scores(split), split)
-    return {"kind": "popularity", "final": {k: float(res[k]) for k in METRICS}, "curve": []}
-
-
-def run_central(cfg: Any, split: Any, epochs: int) -> dict[str, Any]:
-    """``train_central`` for ``epochs``; the last epoch is reported (curve: every epoch)."""
-    from fedrec import node
-    from fedrec.train.central import train_central
-
-    model = node.make_model(cfg, split)
-    curve: list[dict[str, float]] = []
-    t0 = time.time()
-
-    def on_epoch(epoch: int, params: dict[str, Any]) -> None:
-        curve.append({"step": epoch, **evaluate_params(model, params, split),
-                      "elapsed_s": time.time() - t0})
-
-    train_central(model, split, cfg.train, epochs, cfg.run.seed, on_epoch=on_epoch)
-    return {"kind": "central", "epochs": epochs, "final": dict(curve[-1]), "curve": curve}
-
-
-def run_pretrain(cfg: Any, split: Any, method: Method) -> dict[str, Any]:
-    """GMF and MLP (``part_epochs`` each, Adam), fused NeuMF, ``steps`` NeuMF epochs.
-
-    The NeuMF stage uses the paper's plain SGD unless the method says otherwise
-    (``neumf-optimizer`` / ``neumf-lr`` in its flat settings are not Config keys, so they are
-    read from ``PRETRAIN_NEUMF``).
-    """
-    from fedrec.models.pretrain import PretrainSettings, StageSettings, build_parts, pretrain_neumf
-
-    tc = cfg.train
-    opt, lr = PRETRAIN_NEUMF
-    settings = PretrainSettings(
-        dim=cfg.model.dim, gmf=StageSettings(method.part_epochs, tc.lr, tc.optimizer),
-        mlp=StageSettings(method.part_epochs, tc.lr, tc.optimizer),
-        neumf=StageSettings(method.steps, lr, opt), batch_size=tc.batch_size,
-        num_negatives=tc.num_negatives, init_std=cfg.model.init_std,
-    )
-    parts: dict[str, list[dict[str, float]]] = {"gmf": [], "mlp": [], "neumf": []}
-    t0 = time.time()
-
-    def on_epoch(stage: str, model: Any, epoch: int, params: dict[str, Any]) -> None:
-        parts[stage].append({"step": epoch, **evaluate_params(model, params, split),
-                             "elapsed_s": time.time() - t0})
-
-    res = pretrain_neumf(split, settings, cfg.run.seed, base=tc, on_epoch=on_epoch)
-    neumf_model = build_parts(split, settings)[2]
-    start = {"step": 0, **evaluate_params(neumf_model, res.neumf_init, split),
-             "elapsed_s": 0.0}
-    curve = [start, *parts["neumf"]]
-    return {"kind": "pretrain", "epochs": method.steps, "final": dict(curve[-1]),
-            "curve": curve, "stages": parts,
-            "recipe": dataclasses.asdict(settings)}
-
-
-#: Optimiser and learning rate of the NeuMF stage after pre-training (paper: plain SGD).
-PRETRAIN_NEUMF: tuple[str, float] = ("sgd", 0.01)
-
-
 def run_federated(cfg: Any, opts: Options) -> dict[str, Any]:
-    """The ServerApp loop and ClientApp handlers, on the in-process Grid or on Ray."""
+    """``simulations/launch.py``'s run: the ServerApp loop and ClientApp handlers, on the
+    in-process Grid or on Flower's simulation engine (Ray)."""
     if opts.engine == "ray":
         if opts.validation:
             raise ValueError("--validation needs --engine inprocess (the split is injected)")
         from simulations.launch import run
 
-        summary = run(cfg)
-    else:
-        from simulations.inprocess import run_inprocess
+        return run(cfg)
+    from simulations.inprocess import run_inprocess
 
-        summary = run_inprocess(cfg)
-    rows = read_csv(Path(cfg.run.out) / "metrics.csv")
-    summary["kind"] = "federated"
-    summary["curve"] = [
+    return run_inprocess(cfg)
+
+
+def curve_of(out: Path) -> list[dict[str, float]]:
+    """HR@10 / NDCG@10 of every evaluated round / epoch, from the run's ``metrics.csv``."""
+    return [
         {"step": int(r["round"]), **{k: float(r[k]) for k in METRICS if r.get(k, "") != ""},
          "elapsed_s": float(r.get("elapsed_s") or 0.0)}
-        for r in rows
+        for r in read_csv(out / "metrics.csv")
     ]
-    summary["final"] = {k: float(summary["final"][k]) for k in METRICS if k in summary["final"]}
-    return summary
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -601,8 +514,8 @@ def collect(cells: list[Cell], opts: Options) -> list[dict[str, Any]]:
     for c in cells:
         summary = read_summary(c, opts)
         out.append({"id": c.id, "dataset": c.dataset.key, "method": c.method.name,
-                    "seed": c.seed, "kind": c.method.kind, "steps": c.method.steps,
-                    "summary": summary})
+                    "seed": c.seed, "kind": c.method.kind, "config": c.method.config,
+                    "steps": steps_of(c, opts), "summary": summary})
     return out
 
 
@@ -625,8 +538,8 @@ def aggregate(matrix: list[tuple[Dataset, list[Method]]], results: list[dict[str
             if not any(r["dataset"] == ds.key and r["method"] == m.name for r in results):
                 continue
             row: dict[str, Any] = {"dataset": ds.key, "method": m.name, "label": m.label,
-                                   "kind": m.kind, "steps": m.steps, "reference": m.reference,
-                                   "seeds": [r["seed"] for r in mine]}
+                                   "kind": m.kind, "config": m.config, "steps": None,
+                                   "reference": m.reference, "seeds": [r["seed"] for r in mine]}
             for k in METRICS:
                 vals = [r["summary"]["final"][k] for r in mine if k in r["summary"]["final"]]
                 row[k] = dict(zip(("mean", "std"), mean_std(vals), strict=True))
@@ -637,6 +550,7 @@ def aggregate(matrix: list[tuple[Dataset, list[Method]]], results: list[dict[str
             if mine:
                 cfg = mine[0]["summary"]["cell"]["config"]
                 row["setting"] = setting_text(m, cfg)
+                row["steps"] = 0 if m.kind == "popularity" else cfg["num-rounds"]
             rows.append(row)
     return rows
 
@@ -653,7 +567,7 @@ def mean_curve(curves: list[list[dict[str, Any]]]) -> list[dict[str, float]]:
 
 
 def setting_text(m: Method, cfg: dict[str, Any]) -> str:
-    """Short description of the knobs that matter for the row."""
+    """Short description of the knobs that matter for the row (from its recorded config)."""
     if m.kind == "popularity":
         return "-"
     rates = f"lr {cfg['lr']:g}"
@@ -665,20 +579,23 @@ def setting_text(m: Method, cfg: dict[str, Any]) -> str:
         rates += f", L2 {cfg['weight-decay']:g}"
     base = (f"{cfg['model']} d{cfg['dim']}, {cfg['optimizer']} {rates}, "
             f"{cfg['num-negatives']} neg, batch {cfg['batch-size']}")
+    n = cfg["num-rounds"]
     if m.kind == "central":
-        return f"{base}, {m.steps} epochs (last)"
-    if m.kind == "pretrain":
-        opt, lr = PRETRAIN_NEUMF
-        return (f"{base}; GMF+MLP {m.part_epochs} epochs each, NeuMF {m.steps} epochs "
-                f"{opt} lr {lr:g} (last)")
+        pre = cfg.get("pretrain-epochs", 0)
+        if pre:
+            base = (f"GMF+MLP {pre} epochs each ({cfg['pretrain-optimizer']} lr "
+                    f"{cfg['pretrain-lr']:g}), then NeuMF: {base}")
+        return f"{base}, {n} epochs (last)"
     extra = ""
     if cfg["strategy"] == "fedprox":
         extra = f" mu {cfg['proximal-mu']:g}"
-    if cfg["strategy"] in ("fedadam", "fedyogi", "fedavgm"):
-        extra = f" server lr {cfg['server-lr']:g}"
+    if cfg.get("server-lr", 1.0) != 1.0:
+        extra += f" server lr {cfg['server-lr']:g}"
+    if cfg.get("server-momentum"):
+        extra += f" momentum {cfg['server-momentum']:g}"
     ft = cfg.get("finetune-epochs", 0)
     return (f"{cfg['strategy']}{extra}, {base}, {cfg['local-epochs']} local epoch(s), "
-            f"{m.steps} rounds" + (f", fine-tune {ft}" if ft else ""))
+            f"{n} rounds" + (f", fine-tune {ft}" if ft else ""))
 
 
 def fmt(stat: dict[str, float]) -> str:
@@ -724,11 +641,17 @@ def markdown(matrix: list[tuple[Dataset, list[Method]]], rows: list[dict[str, An
     what = "validation items carved from training" if meta["validation"] else "test items"
     lines += [
         f"Mean ± sample std over seeds {meta['seeds']} of HR@10 / NDCG@10 ({what}, 1 positive "
-        "+ the split's negatives, ties count against the positive). Central rows report the "
-        "**last** epoch (no epoch selection on test items). Federated rows: all users every "
-        f"round, engine `{meta['engine']}` (real ServerApp loop + ClientApp handlers). "
-        "`benchmarks/quality.py`; per-round curves in `quality.png`, everything in "
-        "`quality.json`.",
+        "+ the split's negatives, ties count against the positive). Every row is the config "
+        "file it names (under `simulations/configs/`), run as-is: central rows by "
+        "`python simulations/central.py FILE --data-dir DIR --set seed=K` (the **last** epoch; "
+        "no epoch selection on test items), federated rows by `python simulations/launch.py "
+        f"FILE --engine {meta['engine']} --data-dir DIR --set seed=K` (all users every round, "
+        "the real ServerApp loop + ClientApp handlers); popularity is the named run's "
+        "`baselines.popularity`. "
+        + ("The smoke-test configs evaluate every round / epoch. " if meta["quick"] else
+           "The configs read the test items once, after the last round / epoch. ")
+        + "`benchmarks/quality.py`; curves in `quality.png` (every round / epoch with "
+        "`--validation`), everything in `quality.json`.",
         "",
     ]
     for ds, _ in matrix:
@@ -736,12 +659,14 @@ def markdown(matrix: list[tuple[Dataset, list[Method]]], rows: list[dict[str, An
         if not mine:
             continue
         lines += [f"## {ds.label}", "",
-                  "| method | setting | HR@10 | NDCG@10 | seeds | s / cell | published |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| method | config | setting | HR@10 | NDCG@10 | seeds | s / cell | published |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in mine:
             secs = "-" if math.isnan(r["cell_s"]) else f"{r['cell_s']:.0f}"
+            config = f"`{r['config']}`" + (" (`baselines.popularity`)"
+                                           if r["kind"] == "popularity" else "")
             lines.append(
-                f"| {r['label']} | {r.get('setting', '-')} | {fmt(r['hr@10'])} | "
+                f"| {r['label']} | {config} | {r.get('setting', '-')} | {fmt(r['hr@10'])} | "
                 f"{fmt(r['ndcg@10'])} | {len(r['seeds'])} | {secs} | {r['reference'] or '-'} |"
             )
         lines.append("")
@@ -831,8 +756,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(DEFAULT_OUT),
                         help="folder of quality.md/.png/.json and quality-runs/")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    parser.add_argument("--rounds", type=int, help="rounds of every federated cell")
-    parser.add_argument("--epochs", type=int, help="epochs of every central cell")
     parser.add_argument("--quick", action="store_true", help="tiny synthetic smoke run")
     parser.add_argument("--only", default="", help="cells whose id matches (glob/substring, "
                         "comma-separated), e.g. 'ml-1m/fed-*' or 'central'")
@@ -840,7 +763,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per cell")
     parser.add_argument("--engine", choices=("inprocess", "ray"), default="inprocess")
     parser.add_argument("--validation", action="store_true",
-                        help="evaluate on a validation item carved from training (tuning)")
+                        help="evaluate on a validation item carved from training, every round "
+                        "/ epoch (tuning)")
     parser.add_argument("--list", action="store_true", help="list the cells and exit")
     parser.add_argument("--report", action="store_true",
                         help="only write the reports from the cells finished so far")
@@ -850,19 +774,21 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 
     seeds = parse_seeds(args.seeds)
-    matrix = quick_matrix() if args.quick else full_matrix(args.data_dir)
-    cells = cells_of(matrix, seeds, args.only, args.rounds, args.epochs)
-    opts = Options(out=Path(args.out), engine=args.engine, threads=args.threads,
-                   validation=args.validation, quick=args.quick)
+    matrix = quick_matrix() if args.quick else full_matrix()
+    cells = cells_of(matrix, seeds, args.only)
+    opts = Options(out=Path(args.out), data_dir="" if args.quick else args.data_dir,
+                   engine=args.engine, threads=args.threads, validation=args.validation,
+                   quick=args.quick)
     if args.list:
         for c in cells:
             state = "done" if is_done(c, opts) else "todo"
-            print(f"{c.id}  [{c.method.kind}, {c.method.steps} steps]  {state}")
+            print(f"{c.id}  [{c.method.kind}, {steps_of(c, opts)} steps]  {state}\n"
+                  f"    python {' '.join(command(c, opts))}")
         return 0
     if not cells:
         fail(f"no cell matches --only {args.only!r}")
-    for name in ("rounds", "epochs", "jobs", "threads"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
+    for name in ("jobs", "threads"):
+        if getattr(args, name) < 1:
             fail(f"--{name} {getattr(args, name)}: must be >= 1")
     if not args.report:  # every cell's settings and data, before the first cell trains
         preflight(cell_config(c, opts) for c in cells)

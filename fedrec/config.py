@@ -98,6 +98,12 @@ class TrainConfig:
     optimizer: str = "sparse-adam"  # sgd | adam | sparse-adam (lazy Adam on embedding rows)
     loss: str = "bce"  # bce | bpr | mse (explicit ratings, reports RMSE)
     weight_decay: float = 0.0  # L2 on the rows used in a batch (sparse-safe)
+    # central NeuMF pre-training (simulations/central.py; He et al. 2017): GMF and MLP train
+    # pretrain-epochs each at pretrain-lr with pretrain-optimizer, are fused into NeuMF, which
+    # then trains num-rounds epochs at lr with optimizer. 0: no pre-training
+    pretrain_epochs: int = 0
+    pretrain_lr: float = 0.001
+    pretrain_optimizer: str = "adam"
     device: str = "auto"  # auto | cpu | cuda
     max_examples_per_chunk: int = 2_000_000  # bounds memory of vectorised cohorts
 
@@ -239,6 +245,12 @@ class Config:
         merged.update({k.replace("_", "-"): v for k, v in flat.items()})
         return Config.from_flat(merged)
 
+    def check_federated(self, source: str = "config") -> None:
+        """Raise ``ConfigError`` for settings that only central training honours."""
+        if self.train.pretrain_epochs:
+            raise ConfigError(f"{source}: setting 'pretrain-epochs' = {self.train.pretrain_epochs}"
+                              " applies to central training only (simulations/central.py)")
+
     def validate(self, source: str = "config") -> None:
         """Check ranges and choices; raise ``ConfigError`` naming the setting."""
         checks: list[tuple[str, bool, str]] = [
@@ -288,6 +300,14 @@ class Config:
             ("num-nodes", self.fed.num_nodes >= 0, "must be >= 0"),
             ("eval-every", self.fed.eval_every >= 1, "must be >= 1"),
             ("weight-decay", self.train.weight_decay >= 0, "must be >= 0"),
+            ("pretrain-epochs", self.train.pretrain_epochs >= 0, "must be >= 0 (0: none)"),
+            ("pretrain-epochs", not self.train.pretrain_epochs or self.model.model == "neumf",
+             "pre-trains the parts of NeuMF: model 'neumf'"),
+            ("pretrain-epochs", not (self.train.pretrain_epochs and self.model.towers),
+             "builds ID-only GMF and MLP parts: towers must be empty"),
+            ("pretrain-lr", self.train.pretrain_lr > 0, "must be > 0"),
+            ("pretrain-optimizer", self.train.pretrain_optimizer in ("sgd", "adam", "sparse-adam"),
+             "must be sgd|adam|sparse-adam"),
             ("finetune-epochs", self.eval.finetune_epochs >= 0, "must be >= 0"),
             ("privacy", self.privacy.privacy in ("none", "user", "sample"),
              "must be none|user|sample"),

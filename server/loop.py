@@ -64,6 +64,7 @@ def _strategy_state(strategy: Any) -> dict[str, Any]:
 
 def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
     """Run ``num-rounds`` rounds (resuming from the run directory) and write the summary."""
+    cfg.check_federated()
     if not cfg.run.out:
         raise ValueError("setting 'out' is empty: a run needs a run directory (checkpoints, "
                          "metrics, summary); the launcher and the ServerApp choose one")

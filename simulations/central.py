@@ -4,10 +4,13 @@
 
 Trains the config's model (towers included) with :func:`fedrec.train.central.train_central` for
 ``num-rounds`` epochs (one central epoch sees every training example once, as one
-full-participation round does) with the config's optimiser and rates. Splits with a validation
-part are evaluated on it every ``eval-every`` epochs and on the test part once, after the last
-epoch; others on the test part. Writes ``config.json``, ``metrics.csv`` and ``summary.json``
-(same keys as a federated run; ``"mode": "central"``) to the run directory.
+full-participation round does) with the config's optimiser and rates; with ``pretrain-epochs >
+0`` NeuMF's GMF and MLP parts are trained first and fused (:mod:`fedrec.models.pretrain`), then
+NeuMF trains ``num-rounds`` epochs. Evaluation every ``eval-every`` epochs and after the last
+one; splits with a validation part are evaluated on it then, and on the test part once, after
+the last epoch. Writes ``config.json``, ``metrics.csv`` (a row per epoch) and ``summary.json``
+(same keys as a federated run, popularity baseline included; ``"mode": "central"``) to the run
+directory. ``benchmarks/quality.py`` runs its central rows through :func:`run`.
 """
 
 from __future__ import annotations
@@ -25,15 +28,23 @@ import numpy as np  # noqa: E402
 
 from fedrec import rundir  # noqa: E402
 from fedrec.cli import ArgumentParser, error_line, guarded  # noqa: E402
-from fedrec.config import Config, ConfigError, as_dict, load_toml, parse_override  # noqa: E402
-from fedrec.data.errors import DataError  # noqa: E402
+from fedrec.config import Config, as_dict  # noqa: E402
 
 log = logging.getLogger("fedrec.central")
+
+
+def popularity_baseline(split) -> dict[str, float]:
+    """The popularity baseline of ``split`` (as a federated run's ``baselines.popularity``)."""
+    from fedrec.eval.sampled import evaluate_item_scores
+    from fedrec.models.popularity import popularity_scores
+
+    return {k: float(v) for k, v in evaluate_item_scores(popularity_scores(split), split).items()}
 
 
 def run(cfg: Config) -> dict:
     """Train ``cfg`` centrally; write and return the summary."""
     from fedrec.eval.sampled import evaluate_parts, summarize
+    from fedrec.models.pretrain import pretrain_neumf, settings_of
     from fedrec.node import eval_parts, load_split, make_model
     from fedrec.train.central import init_params, train_central
 
@@ -64,9 +75,14 @@ def run(cfg: Config) -> dict:
             f"{k} {v:.4f}" for k, v in row.items() if k not in ("round", "users", "train_loss",
                                                                 "elapsed_s")))
 
-    params = init_params(model, cfg.run.seed, split, cfg.model.item_bias_init)
-    train_central(model, split, cfg.train, epochs, cfg.run.seed, params=params,
-                  on_epoch=on_epoch)
+    if cfg.train.pretrain_epochs:  # GMF, MLP, then NeuMF for num-rounds epochs
+        pretrain_neumf(split, settings_of(cfg), cfg.run.seed, base=cfg.train,
+                       on_epoch=lambda stage, _, epoch, params: (
+                           on_epoch(epoch, params) if stage == "neumf" else None))
+    else:
+        params = init_params(model, cfg.run.seed, split, cfg.model.item_bias_init)
+        train_central(model, split, cfg.train, epochs, cfg.run.seed, params=params,
+                      on_epoch=on_epoch)
     last = rows[-1] if rows else {}
     summary = {
         "mode": "central",
@@ -78,34 +94,54 @@ def run(cfg: Config) -> dict:
         "final": {k: v for k, v in last.items() if k in ("hr@10", "ndcg@10", "recall@20",
                                                         "ndcg@20-full", "auc", "acc", "f1")},
         "validation": {k[4:]: v for k, v in last.items() if k.startswith("val-")},
+        "baselines": {"popularity": popularity_baseline(split)},
         "timing": {"total_s": time.time() - t0},
     }
     rundir.write_json(out / "summary.json", summary)
     return summary
 
 
-@guarded
-def main(argv: list[str] | None = None) -> int:
+def build_config(config_path: str, overrides: list[str], out: str | None) -> Config:
+    """CONFIG.toml <- --set overrides <- --out (default ``runs/central-<config stem>``); the
+    launcher's :func:`simulations.launch.build_config` with another default run directory."""
+    from simulations.launch import build_config as build
+
+    return build(config_path, overrides, out,
+                 default_out=str(Path("runs") / f"central-{Path(config_path).stem}"))
+
+
+def make_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("config", help="experiment TOML (flat kebab-case keys)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a setting (repeatable)")
     parser.add_argument("--out", help="run directory")
     parser.add_argument("--data-dir", help="shortcut for --set data-dir=DIR")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def config_from_args(args) -> Config:
+    """The run's ``Config`` from parsed arguments (``--data-dir`` after the ``--set``s)."""
+    overrides = list(args.overrides)
+    if args.data_dir:
+        overrides.append(f"data-dir={args.data_dir}")
+    return build_config(args.config, overrides, args.out)
+
+
+def parse_config(argv: list[str]) -> Config:
+    """The ``Config`` that ``python simulations/central.py ARGV`` runs."""
+    return config_from_args(make_parser().parse_args(argv))
+
+
+@guarded
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
+    cfg = config_from_args(args)  # bad input (settings, data): @guarded's error line
     try:
-        flat = load_toml(args.config)
-        flat.update(dict(parse_override(s) for s in args.overrides))
-        if args.data_dir:
-            flat["data-dir"] = args.data_dir
-        if args.out:
-            flat["out"] = args.out
-        flat.setdefault("out", str(Path("runs") / f"central-{Path(args.config).stem}"))
-        cfg = Config.from_flat(flat, source=args.config)
         summary = run(cfg)
-    except (ConfigError, DataError, ValueError) as exc:
+    except ValueError as exc:  # e.g. a tower the dataset has no side information for
         print(error_line(exc), file=sys.stderr)
         return 2
     print(f"done: {summary['final']} -> {Path(cfg.run.out) / 'summary.json'}")

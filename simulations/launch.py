@@ -29,8 +29,10 @@ from fedrec.config import Config, load_toml, parse_override  # noqa: E402
 log = logging.getLogger("fedrec.launch")
 
 
-def build_config(config_path: str | None, overrides: list[str], out: str | None) -> Config:
-    """Defaults <- CONFIG.toml <- --set overrides <- --out."""
+def build_config(config_path: str | None, overrides: list[str], out: str | None,
+                 default_out: str | None = None) -> Config:
+    """Defaults <- CONFIG.toml <- --set overrides <- --out. Without an ``out`` from any of
+    them: ``default_out``, else ``runs/<time>-<dataset>-<model>-<strategy>``."""
     flat: dict = {}
     source = "defaults"
     if config_path:
@@ -43,6 +45,8 @@ def build_config(config_path: str | None, overrides: list[str], out: str | None)
     if out:
         flat["out"] = out
     cfg = Config.from_flat(flat, source=source)
+    if not cfg.run.out and default_out:
+        cfg = cfg.replace(out=default_out)
     if not cfg.run.out:
         name = f"{cfg.data.dataset}-{cfg.model.model}-{cfg.fed.strategy}"
         cfg = cfg.replace(out=str(ROOT / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"))
@@ -100,8 +104,7 @@ def run(cfg: Config, num_cpus: int | None = None, ray_address: str | None = None
     return json.loads(summary_path.read_text())
 
 
-@guarded
-def main(argv: list[str] | None = None) -> int:
+def make_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("config", nargs="?", help="experiment TOML (flat kebab-case keys)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
@@ -114,14 +117,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", choices=("ray", "inprocess"), default="ray",
                         help="ray: Flower's simulation engine (default); inprocess: the same "
                         "ServerApp loop and ClientApp handlers in this process, no Ray")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stdout)
-    logging.getLogger("fedrec").setLevel(logging.INFO)
+    return parser
+
+
+def config_from_args(args) -> Config:
+    """The run's ``Config`` from parsed arguments (``--data-dir`` after the ``--set``s);
+    settings that only central training honours are refused."""
     overrides = list(args.overrides)
     if args.data_dir:
         overrides.append(f"data-dir={args.data_dir}")
-    cfg = build_config(args.config, overrides, args.out)  # bad input: @guarded's error line
+    cfg = build_config(args.config, overrides, args.out)
+    cfg.check_federated(args.config or "--set")
+    return cfg
+
+
+def parse_config(argv: list[str]) -> Config:
+    """The ``Config`` that ``python simulations/launch.py ARGV`` runs."""
+    return config_from_args(make_parser().parse_args(argv))
+
+
+@guarded
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stdout)
+    logging.getLogger("fedrec").setLevel(logging.INFO)
+    cfg = config_from_args(args)  # bad input: @guarded's error line
     log.info("run directory: %s", cfg.run.out)
     try:
         if args.engine == "inprocess":

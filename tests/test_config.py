@@ -46,3 +46,18 @@ def test_user_lr_defaults_to_lr_and_is_checked():
         Config.from_flat({"user-lr": -0.1})
     with pytest.raises(ConfigError, match="'user-lr' = 0.05 is not supported with privacy"):
         Config.from_flat({"user-lr": 0.05, "privacy": "sample", "optimizer": "sgd"})
+
+
+def test_pretraining_settings_are_checked():
+    ok = Config.from_flat({"model": "neumf", "pretrain-epochs": 3})
+    assert (ok.train.pretrain_epochs, ok.train.pretrain_lr, ok.train.pretrain_optimizer) == (
+        3, 0.001, "adam")
+    with pytest.raises(ConfigError, match="'pretrain-epochs' = 3 pre-trains the parts of NeuMF"):
+        Config.from_flat({"model": "mf", "pretrain-epochs": 3})
+    with pytest.raises(ConfigError, match="'pretrain-epochs' = 3 builds ID-only"):
+        Config.from_flat({"model": "neumf", "pretrain-epochs": 3, "towers": "genre"})
+    with pytest.raises(ConfigError, match="'pretrain-optimizer' = 'lbfgs'"):
+        Config.from_flat({"pretrain-optimizer": "lbfgs"})
+    with pytest.raises(ConfigError, match="applies to central training only"):
+        ok.check_federated()
+    Config().check_federated()

@@ -9,7 +9,8 @@
    parts is not carried over; the authors' public code uses Adam at lr 0.001 instead).
 
 Every stage runs ``train_central`` (same model code as federated training); learning rates,
-optimisers and epochs of each stage are settings of ``PretrainSettings``.
+optimisers and epochs of each stage are settings of ``PretrainSettings``. A config with
+``pretrain-epochs > 0`` describes one (:func:`settings_of`; ``simulations/central.py`` runs it).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
-from fedrec.config import TrainConfig
+from fedrec.config import Config, TrainConfig
 from fedrec.data.schema import SplitData
 from fedrec.models.base import Recommender
 from fedrec.models.neumf import from_pretrained
@@ -102,6 +103,20 @@ class PretrainResult:
     mlp: dict[str, Tensor]
     neumf_init: dict[str, Tensor]
     neumf: dict[str, Tensor]
+
+
+def settings_of(cfg: Config) -> PretrainSettings:
+    """The recipe of a config with ``pretrain-epochs > 0``: GMF and MLP ``pretrain-epochs``
+    each at ``pretrain-lr`` with ``pretrain-optimizer``; NeuMF ``num-rounds`` epochs at ``lr``
+    with ``optimizer``; ``dim``, ``batch-size``, ``num-negatives``, ``init-std`` of the config
+    (``alpha`` 0.5)."""
+    tc = cfg.train
+    part = StageSettings(tc.pretrain_epochs, tc.pretrain_lr, tc.pretrain_optimizer)
+    return PretrainSettings(
+        dim=cfg.model.dim, gmf=part, mlp=dataclasses.replace(part),
+        neumf=StageSettings(cfg.fed.num_rounds, tc.lr, tc.optimizer),
+        batch_size=tc.batch_size, num_negatives=tc.num_negatives, init_std=cfg.model.init_std,
+    )
 
 
 EpochHook = Callable[[str, Recommender, int, dict[str, Tensor]], None]

@@ -69,7 +69,13 @@ def test_quick_popularity_and_central(tmp_path: Path) -> None:
     assert [p["step"] for p in central["curve"]] == [1, 2]
     assert all(is_metric(p["hr@10"]) for p in central["curve"])
     cell = next(c for c in res["cells"] if c["method"] == "central-mf")
-    assert cell["summary"]["final"]["hr@10"] == cell["summary"]["curve"][-1]["hr@10"]  # last
+    assert cell["summary"]["final"]["hr@10"] == pytest.approx(  # the last epoch (metrics.csv)
+        cell["summary"]["curve"][-1]["hr@10"], abs=1e-6)
+    # the cell is simulations/central.py's run of the row's file: its run contract on disk
+    assert cell["summary"]["mode"] == "central"
+    assert cell["summary"]["cell"]["file"] == "quality/quick/central_mf.toml"
+    run_dir = tmp_path / "quality-runs" / "synthetic" / "central-mf" / "seed0"
+    assert (run_dir / "config.json").exists() and (run_dir / "metrics.csv").exists()
 
 
 @pytest.mark.slow
@@ -84,7 +90,7 @@ def test_quick_full_matrix_and_resume(tmp_path: Path) -> None:
     fed = next(r for r in res["rows"] if r["method"] == "fed-mf-fedavg")
     assert [p["step"] for p in fed["curve"]] == [1, 2]  # one point per round
     pre = next(r for r in res["rows"] if r["method"] == "central-neumf-pre")
-    assert [p["step"] for p in pre["curve"]] == [0, 1]  # fused start, then NeuMF epochs
+    assert [p["step"] for p in pre["curve"]] == [1]  # the NeuMF epochs after pre-training
     assert "10 already finished, 0 to run" in again
     for cell in res["cells"]:
         run_dir = tmp_path / "quality-runs" / cell["dataset"] / cell["method"] / \
@@ -104,8 +110,7 @@ def test_a_cell_written_by_an_older_config_is_set_aside_and_rerun(tmp_path: Path
     import quality
 
     opts = quality.Options(out=tmp_path)
-    cell = next(c for c in quality.cells_of(quality.quick_matrix(), [0], "central-mf", None,
-                                            None))
+    cell = next(c for c in quality.cells_of(quality.quick_matrix(), [0], "central-mf"))
     assert not quality.is_done(cell, opts) and quality.read_summary(cell, opts) is None
 
     # Execute: the report alone leaves the stale row out; a run moves it aside and reruns it
