@@ -148,6 +148,8 @@ def ml1m_methods() -> list[Method]:
                f"{q}fedmf_fedavg_items.toml"),
         Method("fed-mf-items-server", "MF, per-row mean with a server step (fedavg-items, "
                "server-lr 200, momentum .5)", "federated", "ml1m_ncf_fedmf_items.toml"),
+        Method("fed-mf-newton", "MF, one Newton step per item row (fedavg-items, item-step "
+               "newton)", "federated", "ml1m_ncf_fedmf_newton.toml"),
         Method("fed-mf-finetune", "MF, item-count-weighted FedAvg, local fine-tune 1 epoch",
                "federated", f"{q}fedmf_finetune.toml"),
         Method("fed-neumf-fedavg", "FedNCF: NeuMF, FedAvg", "federated", f"{q}fedncf.toml",

@@ -26,6 +26,7 @@ from fedrec.models.base import ITEM_TABLE, Recommender
 from fedrec.models.popularity import user_normalised_counts
 from fedrec.models.registry import build_model
 from fedrec.params import check_shared, to_numpy, to_torch
+from fedrec.train.newton import packed_size
 from fedrec.privacy.mechanism import dp_participants, secret_rng
 from fedrec.towers.fusion import with_towers
 from fedrec.towers.registry import parse_towers
@@ -38,6 +39,7 @@ CACHE_VERSION = 1  # bump when SplitData or a model's pickled layout changes
 ITEM_WEIGHTED = "fedavg-items"  # strategy whose replies carry per-item user weights
 ITEM_WEIGHT_KEY = "item-weight"
 ITEM_CURVATURE_KEY = "item-curvature"  # item-step newton: per-row Gauss-Newton matrices
+# (packed upper triangles, fedrec.train.newton)
 EVAL_PARTS_KEY = "fedrec.eval-parts"  # evaluate messages: "test" or "valid[,test]"
 POPULARITY_STAGE = "popularity"  # query stage of item-bias-init = popularity (server/warmstart)
 COUNTS_KEY = "counts"  # its reply: the node's users' unit-norm item histograms, summed
@@ -230,7 +232,7 @@ def item_extras(cfg: Config, model: Recommender, split: SplitData) -> dict[str, 
         return {}
     if cfg.fed.item_step == "newton":
         m = sum(int(np.prod(s.shape, dtype=np.int64)) for s in model.row_specs(ITEM_TABLE))
-        return {ITEM_CURVATURE_KEY: np.zeros((split.n_items, m, m))}
+        return {ITEM_CURVATURE_KEY: np.zeros((split.n_items, packed_size(m)))}
     return {ITEM_WEIGHT_KEY: np.zeros(split.n_items)}
 
 

@@ -32,6 +32,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from flwr.app import Message
 
+from fedrec.node import ITEM_CURVATURE_KEY
+from fedrec.train.newton import diagonal
+
 log = logging.getLogger("fedrec.server")
 
 WEIGHT_KEY = "num-examples"
@@ -99,8 +102,8 @@ def check_reply(msg: Message, rules: ReplyRules) -> str | None:
         return f"weight {WEIGHT_KEY}={w:g} is outside [0, {rules.max_weight:g}]"
     for name in rules.extra:
         a = got[name]
-        if a.ndim == 3:  # per-row curvature matrices (item-step newton): a PSD diagonal
-            if (np.einsum("nii->ni", a) < 0).any():
+        if name == ITEM_CURVATURE_KEY:  # per-row Gauss-Newton matrices: a PSD diagonal
+            if (diagonal(a) < 0).any():
                 return f"array '{name}' has a negative diagonal entry"
         elif (a < 0).any() or (a > w * (1 + 1e-9) + 1e-9).any():  # per-row user weights
             return f"array '{name}' has values outside [0, {WEIGHT_KEY}={w:g}]"

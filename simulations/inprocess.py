@@ -20,8 +20,12 @@ from fedrec.config import Config
 
 
 class InProcessGrid:
-    def __init__(self, client_app: ClientApp, n_nodes: int, node_config: dict | None = None):
+    def __init__(self, client_app: ClientApp, n_nodes: int, node_config: dict | None = None,
+                 record: bool = True):
+        """``record``: keep every message sent and received in ``sent`` / ``replies`` (tests
+        read them; a long run would hold every round's arrays)."""
         self.app = client_app
+        self.record = record
         # what run_simulation sets up before a ServerApp may create messages
         TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID
         self.contexts = {
@@ -46,7 +50,8 @@ class InProcessGrid:
         override this to lose or spoil replies)."""
         out = []
         for msg in messages:
-            self.sent.append(msg)
+            if self.record:
+                self.sent.append(msg)
             msg.metadata.__dict__["_message_id"] = msg.object_id  # as Flower's grids do
             try:
                 reply = self.app(msg, self.contexts[msg.metadata.dst_node_id])
@@ -54,7 +59,8 @@ class InProcessGrid:
                 reply = Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"),
                                 reply_to=msg)
             out.append(reply)
-        self.replies.extend(out)
+        if self.record:
+            self.replies.extend(out)
         return out
 
     # Grid's push/pull (what server.exchange uses): delivery happens at the push, so a reply
@@ -87,4 +93,4 @@ def run_inprocess(cfg: Config) -> dict:
     flwr_log.propagate = False
     split = load_split(cfg)
     n = num_partitions(split.n_users, cfg.fed.users_per_node, cfg.fed.num_nodes)
-    return run_federation(InProcessGrid(client_app, n), cfg)
+    return run_federation(InProcessGrid(client_app, n, record=False), cfg)

@@ -60,8 +60,9 @@ class CohortUpdate:
     local : list of LocalTables
         Only with ``keep_local``: each chunk's per-user parameters after training.
     item_curvature : Tensor or None
-        Only with ``item_step = "newton"``: ``(n_items, dim + 1, dim + 1)`` float64, each item
-        row's Gauss-Newton matrix (the item rows of ``sum_update`` are then gradient steps).
+        Only with ``item_step = "newton"``: each item row's Gauss-Newton matrix, packed
+        (:func:`fedrec.train.newton.newton_stats`; the item rows of ``sum_update`` are then
+        gradient steps).
     """
 
     sum_update: dict[str, Tensor]

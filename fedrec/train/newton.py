@@ -24,7 +24,6 @@ from fedrec.models.base import ITEM_TABLE, Recommender
 from fedrec.train.examples import CohortExamples
 
 ROW_PARAMS = ("item_emb", "item_bias")
-SLICE = 262_144  # examples per vectorised slice
 
 
 def row_params(model: Recommender) -> tuple[str, ...]:
@@ -55,8 +54,9 @@ def newton_stats(model: Recommender, user: dict[str, Tensor], ex: CohortExamples
         ``weight-decay * ||row||^2`` per example, as in local training): ``item_emb``
         ``(n_items, dim)``, ``item_bias`` ``(n_items,)``, float64.
     curvature : Tensor
-        ``lr / batch-size *`` Gauss-Newton matrix ``(n_items, dim + 1, dim + 1)``, float64:
-        ``sum_e s_e [p_u, 1][p_u, 1]^T + 2 * weight-decay * count * I``.
+        ``lr / batch-size *`` Gauss-Newton matrix ``sum_e s_e [p_u, 1][p_u, 1]^T +
+        2 * weight-decay * count * I`` of each row, packed: its upper triangle in row-major
+        order, ``(n_items, (dim + 1) * (dim + 2) / 2)`` float64 (see :func:`unpack`).
     """
     row_params(model)
     dev = shared["item_emb"].device
@@ -67,38 +67,60 @@ def newton_stats(model: Recommender, user: dict[str, Tensor], ex: CohortExamples
     bu = user["user_bias"].to(dev).double()
     n_users, dim = pu.shape
     n_items = q.shape[0]
-    grad_q = torch.zeros_like(q)
-    grad_b = torch.zeros_like(qb)
+    # every (item, user) logit at once (a small GEMM), then per-example sums per (item, user)
+    logits = (q @ pu.T + qb[:, None] + bu[None, :] + b).view(-1)
     count = torch.zeros(n_items, dtype=torch.float64, device=dev)
-    s_sum = torch.zeros(n_items * n_users, dtype=torch.float64, device=dev)  # (item, user)
+    r_sum = torch.zeros(n_items * n_users, dtype=torch.float64, device=dev)  # sum of p - y
+    s_sum = torch.zeros(n_items * n_users, dtype=torch.float64, device=dev)  # sum of p(1-p)
     owner_all = torch.from_numpy(np.repeat(np.arange(n_users, dtype=np.int64), ex.n_ex)).to(dev)
     for items_np, labels_np in zip(ex.items, ex.labels, strict=True):
-        items_all = torch.from_numpy(np.ascontiguousarray(items_np[:, 0])).to(dev)
-        labels_all = torch.from_numpy(labels_np).to(dev).double()
-        for lo in range(0, len(items_all), SLICE):
-            it, own = items_all[lo:lo + SLICE], owner_all[lo:lo + SLICE]
-            x = (pu[own] * q[it]).sum(1) + bu[own] + qb[it] + b
-            p = torch.sigmoid(x)
-            r = p - labels_all[lo:lo + SLICE]
-            grad_q.index_add_(0, it, r[:, None] * pu[own])
-            grad_b.index_add_(0, it, r)
-            count.index_add_(0, it, torch.ones_like(r))
-            s_sum.index_add_(0, it * n_users + own, p * (1 - p))
+        it = torch.from_numpy(np.ascontiguousarray(items_np[:, 0])).to(dev)
+        key = it * n_users + owner_all
+        p = torch.sigmoid(logits[key])
+        r_sum.index_add_(0, key, p - torch.from_numpy(labels_np).to(dev).double())
+        s_sum.index_add_(0, key, p * (1 - p))
+        count.index_add_(0, it, torch.ones_like(p))
     wd2 = 2.0 * tc.weight_decay
-    grad_q += wd2 * count[:, None] * q
-    grad_b += wd2 * count * qb
+    grad_q = r_sum.view(n_items, n_users) @ pu + wd2 * count[:, None] * q
+    grad_b = r_sum.view(n_items, n_users).sum(1) + wd2 * count * qb
+    # sum_u c_iu [p_u, 1][p_u, 1]^T for every item at once: one GEMM over the upper triangle
+    # (float32: the solve on the server is float64 and the matrices are well conditioned)
+    m = dim + 1
     jac = torch.cat([pu, torch.ones(n_users, 1, dtype=torch.float64, device=dev)], 1)
-    outer = (jac[:, :, None] * jac[:, None, :]).reshape(n_users, -1)
-    curv = (s_sum.view(n_items, n_users) @ outer).view(n_items, dim + 1, dim + 1)
-    curv += wd2 * count[:, None, None] * torch.eye(dim + 1, dtype=torch.float64, device=dev)
+    r, c = torch.triu_indices(m, m, device=dev)
+    packed = (s_sum.view(n_items, n_users).float() @ (jac[:, r] * jac[:, c]).float()).double()
+    packed[:, r == c] += wd2 * count[:, None]
     rate = tc.lr / tc.batch_size
-    return {"item_emb": -rate * grad_q, "item_bias": -rate * grad_b}, rate * curv
+    return {"item_emb": -rate * grad_q, "item_bias": -rate * grad_b}, rate * packed
 
 
-def newton_step(step: dict[str, np.ndarray], curvature: np.ndarray,
+def unpack(packed: np.ndarray) -> np.ndarray:
+    """Symmetric ``(n, m, m)`` matrices from their row-major upper triangles ``(n, T)``."""
+    m = int(round((np.sqrt(8 * packed.shape[1] + 1) - 1) / 2))
+    r, c = np.triu_indices(m)
+    out = np.zeros((packed.shape[0], m, m), dtype=packed.dtype)
+    out[:, r, c] = packed
+    out[:, c, r] = packed
+    return out
+
+
+def packed_size(m: int) -> int:
+    """Entries of an ``m x m`` matrix's upper triangle (the reply's row width)."""
+    return m * (m + 1) // 2
+
+
+def diagonal(packed: np.ndarray) -> np.ndarray:
+    """The diagonals ``(n, m)`` of packed upper triangles ``(n, T)``."""
+    m = int(round((np.sqrt(8 * packed.shape[1] + 1) - 1) / 2))
+    r, c = np.triu_indices(m)
+    return packed[:, r == c]
+
+
+def newton_step(step: dict[str, np.ndarray], packed: np.ndarray,
                 names: list[str]) -> dict[str, np.ndarray]:
     """The server's per-row Newton step ``curvature^-1 step`` from the summed statistics
-    (rows no example touched: 0). ``names`` in row-layout order."""
+    (``packed`` upper triangles; rows no example touched: 0). ``names`` in row-layout order."""
+    curvature = unpack(packed)
     n = curvature.shape[0]
     flat = np.concatenate([step[k].reshape(n, -1) for k in names], axis=1)
     out = np.zeros_like(flat)

@@ -176,7 +176,14 @@ def test_newton_item_step_federation_learns_and_ignores_grouping(tmp_path):
     for k in ("hr@10", "ndcg@10"):  # per-row sums: the grouping of users changes nothing
         assert a["final"][k] == pytest.approx(b["final"][k], abs=1e-6)
     replies = [m for m in grid.replies if m.content.array_records]
-    assert all(m.content["arrays"]["item-curvature"].numpy().shape == (200, 9, 9)
+    assert all(m.content["arrays"]["item-curvature"].numpy().shape == (200, 45)
                for m in replies)
     rows = np.genfromtxt(tmp_path / "n60" / "metrics.csv", delimiter=",", names=True)
     assert (rows["rejected"] == 0).all()
+
+
+def test_inprocess_runs_keep_no_messages(tmp_path):
+    cfg = Config.from_flat({**SMALL, "out": str(tmp_path / "k"), "users-per-node": 8})
+    grid = InProcessGrid(client_app, 5, record=False)
+    run_federation(grid, cfg)  # a long run would otherwise hold every round's arrays
+    assert grid.sent == [] and grid.replies == [] and grid._pending == {}

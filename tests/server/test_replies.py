@@ -92,12 +92,13 @@ def test_item_weights_are_checked():
     assert "outside [0, num-examples=10]" in check_reply(over, rules)
     neg = reply(add={"item-weight": np.array([0.0, -1, 2, 3, 4])})
     assert "outside [0, num-examples=10]" in check_reply(neg, rules)
-    # item-step newton: per-row curvature matrices, any size, a non-negative diagonal
-    curv = ReplyRules(BASE, {"item-curvature": (5, 2, 2)}, max_weight=100.0, max_norm=10.0)
-    big = np.tile(np.array([[1e6, -3.0], [-3.0, 2.0]]), (5, 1, 1))
+    # item-step newton: per-row curvature matrices (packed upper triangles of 2 x 2), any
+    # size, a non-negative diagonal
+    curv = ReplyRules(BASE, {"item-curvature": (5, 3)}, max_weight=100.0, max_norm=10.0)
+    big = np.tile(np.array([1e6, -3.0, 2.0]), (5, 1))
     assert check_reply(reply(add={"item-curvature": big}), curv) is None
     bad = big.copy()
-    bad[3, 1, 1] = -1.0
+    bad[3, 2] = -1.0  # the second diagonal entry
     assert "negative diagonal" in check_reply(reply(add={"item-curvature": bad}), curv)
 
 

@@ -8,7 +8,7 @@ import torch
 from fedrec.config import Config, ConfigError, TrainConfig
 from fedrec.train.cohort import train_cohort
 from fedrec.train.examples import build_examples
-from fedrec.train.newton import newton_step
+from fedrec.train.newton import diagonal, newton_step, unpack
 from tests.helpers import build_test_model, tiny_split
 
 TC = TrainConfig(local_epochs=2, num_negatives=3, batch_size=8, lr=0.05, optimizer="sgd",
@@ -51,7 +51,10 @@ def test_newton_statistics_match_a_per_example_loop():
     got = np.concatenate([res.sum_update["item_emb"].numpy(),
                           res.sum_update["item_bias"].numpy()[:, None]], 1)
     np.testing.assert_allclose(got, -rate * grad, rtol=1e-5, atol=1e-9)
-    np.testing.assert_allclose(res.item_curvature.numpy(), rate * hess, rtol=1e-5, atol=1e-9)
+    packed = res.item_curvature.numpy()
+    assert packed.shape == (split.n_items, (dim + 1) * (dim + 2) // 2)
+    np.testing.assert_allclose(unpack(packed), rate * hess, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(diagonal(packed), rate * np.einsum("nii->ni", hess), rtol=1e-5)
     # the dense global bias keeps FedAvg's example-weighted sum of the local updates
     _, _, _, mean = _cohort("mean")
     torch.testing.assert_close(res.sum_update["bias"], mean.sum_update["bias"])
@@ -65,8 +68,9 @@ def test_newton_step_solves_each_touched_row():
     curv[2] = 0.0  # a row no example touched
     want = rng.normal(size=(4, 3))
     step_flat = np.einsum("nij,nj->ni", curv, want)
-    got = newton_step({"item_emb": step_flat[:, :2], "item_bias": step_flat[:, 2]}, curv,
-                      ["item_emb", "item_bias"])
+    r, c = np.triu_indices(3)
+    got = newton_step({"item_emb": step_flat[:, :2], "item_bias": step_flat[:, 2]},
+                      curv[:, r, c], ["item_emb", "item_bias"])
     want[2] = 0.0
     np.testing.assert_allclose(got["item_emb"], want[:, :2], atol=1e-10)
     np.testing.assert_allclose(got["item_bias"], want[:, 2], atol=1e-10)
