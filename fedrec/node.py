@@ -26,11 +26,11 @@ from fedrec.models.base import ITEM_TABLE, Recommender
 from fedrec.models.popularity import user_normalised_counts
 from fedrec.models.registry import build_model
 from fedrec.params import check_shared, to_numpy, to_torch
-from fedrec.train.newton import packed_size
 from fedrec.privacy.mechanism import dp_participants, secret_rng
 from fedrec.towers.fusion import with_towers
 from fedrec.towers.registry import parse_towers
 from fedrec.train.cohort import train_cohort
+from fedrec.train.newton import packed_size
 
 log = logging.getLogger(__name__)
 

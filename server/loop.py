@@ -119,7 +119,7 @@ def run_federation(grid: Grid, cfg: Config) -> dict[str, Any]:
         " ".join(f"{k} {v:.4f}" for k, v in popularity.items() if k in EVAL_FIELDS[:2] + ("auc",)),
     )
     n_rounds = cfg.fed.num_rounds
-    rules = _reply_rules(cfg, split, model, arrays, n_nodes)  # once; each round's arrays are its base
+    rules = _reply_rules(cfg, split, model, arrays, n_nodes)  # once; a round's arrays: its base
     from_global = cfg.privacy.privacy != "user"  # (DP replies are sums: measured from zero)
     eval_rules = EvalRules(_max_count(split))
     stopped = None
