@@ -59,8 +59,7 @@ class ItemWeightedFedAvg(S.FedAvg):
     def __init__(self, item_params: list[str], server_lr: float = 1.0,
                  server_momentum: float = 0.0, item_step: str = "mean", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.item_params = set(item_params)
-        self.row_layout = list(item_params)  # item-step newton: row coordinates in this order
+        self.item_params = list(item_params)  # item-step newton: the row layout's order
         self.item_step = item_step
         self.server_lr = float(server_lr)
         self.server_momentum = float(server_momentum)
@@ -107,7 +106,7 @@ class ItemWeightedFedAvg(S.FedAvg):
             else:
                 out[name] = g + acc / max(total_w, 1e-300)
         if newton:
-            steps = newton_step(steps, curv, self.row_layout)
+            steps = newton_step(steps, curv, self.item_params)
         for name, step in steps.items():
             if self.server_momentum:
                 prev = self.momentum.get(name)

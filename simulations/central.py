@@ -122,10 +122,9 @@ def make_parser() -> ArgumentParser:
 
 def config_from_args(args) -> Config:
     """The run's ``Config`` from parsed arguments (``--data-dir`` after the ``--set``s)."""
-    overrides = list(args.overrides)
-    if args.data_dir:
-        overrides.append(f"data-dir={args.data_dir}")
-    return build_config(args.config, overrides, args.out)
+    from simulations.launch import overrides_of
+
+    return build_config(args.config, overrides_of(args), args.out)
 
 
 def parse_config(argv: list[str]) -> Config:

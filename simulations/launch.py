@@ -120,13 +120,15 @@ def make_parser() -> ArgumentParser:
     return parser
 
 
+def overrides_of(args) -> list[str]:
+    """The ``--set`` overrides of parsed arguments, then ``--data-dir`` as ``data-dir=DIR``."""
+    return [*args.overrides, *([f"data-dir={args.data_dir}"] if args.data_dir else [])]
+
+
 def config_from_args(args) -> Config:
     """The run's ``Config`` from parsed arguments (``--data-dir`` after the ``--set``s);
     settings that only central training honours are refused."""
-    overrides = list(args.overrides)
-    if args.data_dir:
-        overrides.append(f"data-dir={args.data_dir}")
-    cfg = build_config(args.config, overrides, args.out)
+    cfg = build_config(args.config, overrides_of(args), args.out)
     cfg.check_federated(args.config or "--set")
     return cfg
 

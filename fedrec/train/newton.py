@@ -94,10 +94,15 @@ def newton_stats(model: Recommender, user: dict[str, Tensor], ex: CohortExamples
     return {"item_emb": -rate * grad_q, "item_bias": -rate * grad_b}, rate * packed
 
 
+def _triangle(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of each entry of packed ``m x m`` upper triangles ``(n, m(m+1)/2)``."""
+    return np.triu_indices(int(round((np.sqrt(8 * packed.shape[1] + 1) - 1) / 2)))
+
+
 def unpack(packed: np.ndarray) -> np.ndarray:
     """Symmetric ``(n, m, m)`` matrices from their row-major upper triangles ``(n, T)``."""
-    m = int(round((np.sqrt(8 * packed.shape[1] + 1) - 1) / 2))
-    r, c = np.triu_indices(m)
+    r, c = _triangle(packed)
+    m = int(r.max()) + 1
     out = np.zeros((packed.shape[0], m, m), dtype=packed.dtype)
     out[:, r, c] = packed
     out[:, c, r] = packed
@@ -111,8 +116,7 @@ def packed_size(m: int) -> int:
 
 def diagonal(packed: np.ndarray) -> np.ndarray:
     """The diagonals ``(n, m)`` of packed upper triangles ``(n, T)``."""
-    m = int(round((np.sqrt(8 * packed.shape[1] + 1) - 1) / 2))
-    r, c = np.triu_indices(m)
+    r, c = _triangle(packed)
     return packed[:, r == c]
 
 
