@@ -10,7 +10,11 @@ NeuMF trains ``num-rounds`` epochs. Evaluation every ``eval-every`` epochs and a
 one; splits with a validation part are evaluated on it then, and on the test part once, after
 the last epoch. Writes ``config.json``, ``metrics.csv`` (a row per epoch) and ``summary.json``
 (same keys as a federated run, popularity baseline included; ``"mode": "central"``) to the run
-directory. ``benchmarks/quality.py`` runs its central rows through :func:`run`.
+directory. After every epoch the training state goes to ``checkpoints/round-N.pkl`` (the last
+two kept): run again with the same ``--out`` and the run resumes after the last one and ends
+exactly as an uninterrupted run would (``resume = false`` starts over; a checkpoint of another
+config is refused). NeuMF pre-training is not checkpointed: such a run starts over.
+``benchmarks/quality.py`` runs its central rows through :func:`run`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from fedrec import rundir  # noqa: E402
+from fedrec import checkpoint, rundir  # noqa: E402
 from fedrec.cli import ArgumentParser, error_line, guarded  # noqa: E402
 from fedrec.config import Config, as_dict  # noqa: E402
 
@@ -47,6 +51,7 @@ def run(cfg: Config) -> dict:
     from fedrec.models.pretrain import pretrain_neumf, settings_of
     from fedrec.node import eval_parts, load_split, make_model
     from fedrec.train.central import init_params, train_central
+    from server.loop import CKPT_DIR, config_identity
 
     out = Path(cfg.run.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -56,6 +61,10 @@ def run(cfg: Config) -> dict:
     users = np.arange(split.n_users)
     epochs = cfg.fed.num_rounds
     rows: list[dict] = []
+    state = None if cfg.train.pretrain_epochs else _resume_state(cfg, out / CKPT_DIR)
+    if state is not None:
+        rows = state.pop("rows")
+        log.info("resuming %s after epoch %d", out, state["epoch"])
     rundir.write_json(out / "config.json", cfg.to_flat())
     kw = {"full": cfg.eval.full_ranking and split.protocol == "ranking",
           "explicit": cfg.train.loss == "mse"}
@@ -81,8 +90,14 @@ def run(cfg: Config) -> dict:
                            on_epoch(epoch, params) if stage == "neumf" else None))
     else:
         params = init_params(model, cfg.run.seed, split, cfg.model.item_bias_init)
+
+        def on_state(st: dict) -> None:
+            checkpoint.save_pickle(out / CKPT_DIR / f"round-{st['epoch']}.pkl",
+                                   {**st, "rows": rows, "config": config_identity(cfg)})
+            checkpoint.prune(out / CKPT_DIR, keep=2)
+
         train_central(model, split, cfg.train, epochs, cfg.run.seed, params=params,
-                      on_epoch=on_epoch)
+                      on_epoch=on_epoch, state=state, on_state=on_state)
     last = rows[-1] if rows else {}
     summary = {
         "mode": "central",
@@ -99,6 +114,30 @@ def run(cfg: Config) -> dict:
     }
     rundir.write_json(out / "summary.json", summary)
     return summary
+
+
+def _resume_state(cfg: Config, directory: Path) -> dict | None:
+    """The last checkpoint's training state (with its ``rows``), or None to start from epoch 1;
+    ``resume = false`` deletes the checkpoints."""
+    from server.loop import config_identity, same_identity
+
+    files = checkpoint.round_files(directory)
+    if not cfg.run.resume:
+        for f in files.values():
+            f.unlink()
+        return None
+    if not files:
+        return None
+    last = max(files)
+    ck = checkpoint.load_pickle(files[last])
+    if not same_identity(ck.pop("config"), config_identity(cfg)):
+        raise ValueError(f"{directory.parent}: checkpoint was written by a different config; "
+                         "use another --out or set resume=false")
+    if last > cfg.fed.num_rounds:
+        raise ValueError(f"{directory.parent}: checkpoint is at epoch {last}, after "
+                         f"num-rounds = {cfg.fed.num_rounds}; use another --out or set "
+                         "resume=false")
+    return ck
 
 
 def build_config(config_path: str, overrides: list[str], out: str | None) -> Config:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,6 +49,8 @@ def train_central(
     seed: int,
     params: dict[str, Tensor] | None = None,
     on_epoch: Callable[[int, dict[str, Tensor]], None] | None = None,
+    state: dict[str, Any] | None = None,
+    on_state: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Tensor]:
     """Train every parameter on all users' data for ``epochs`` epochs.
 
@@ -60,8 +63,17 @@ def train_central(
         Starting parameters (e.g. for NeuMF pre-training); default ``init_params``.
     on_epoch : callable, optional
         Called as ``on_epoch(epoch, params)`` after each epoch (1-based).
+    state : dict, optional
+        A state passed to ``on_state`` by an earlier call with the same arguments: training
+        goes on after its epoch, and ends exactly as the uninterrupted call would (same
+        parameters, optimiser moments and shuffling generator; negatives are keyed by epoch).
+    on_state : callable, optional
+        Called as ``on_state(state)`` after each epoch, after ``on_epoch``: everything a resumed
+        call needs (``epoch``, ``params``, ``optimizers``, ``generator``), on the CPU.
     """
     device = resolve_device(tc.device)
+    if state is not None:
+        params = state["params"]
     params = params if params is not None else init_params(model, seed)
     users = np.arange(split.n_users)
     user_names = [s.name for s in model.specs_of("user")]
@@ -98,7 +110,13 @@ def train_central(
     gather = index.embedding_gather({k: p[k] for k in item_names}, sparse)
     gen = torch.Generator().manual_seed(seed)
     base_lrs = [[g["lr"] for g in opt.param_groups] for opt in opts]
-    for epoch in range(1, epochs + 1):
+    first = 1
+    if state is not None:
+        for opt, saved in zip(opts, state["optimizers"], strict=True):
+            opt.load_state_dict(saved)
+        gen.set_state(state["generator"])
+        first = state["epoch"] + 1
+    for epoch in range(first, epochs + 1):
         for opt, lrs in zip(opts, base_lrs, strict=True):  # lr-decay: per epoch
             for g, lr in zip(opt.param_groups, lrs, strict=True):
                 g["lr"] = lr * tc.lr_factor(epoch)
@@ -140,4 +158,21 @@ def train_central(
         log.info("central epoch %d: loss %.4f", epoch, total / max(n, 1))
         if on_epoch is not None:
             on_epoch(epoch, {k: v.detach().view(shapes[k]) for k, v in p.items()})
+        if on_state is not None:
+            on_state({"epoch": epoch,
+                      "params": {k: v.detach().cpu().view(shapes[k]).clone()
+                                 for k, v in p.items()},
+                      "optimizers": [_cpu(opt.state_dict()) for opt in opts],
+                      "generator": gen.get_state()})
     return {k: v.detach().cpu().view(shapes[k]) for k, v in p.items()}
+
+
+def _cpu(obj: Any) -> Any:
+    """A copy of an optimiser ``state_dict`` with every tensor on the CPU."""
+    if isinstance(obj, Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_cpu(v) for v in obj)
+    return obj

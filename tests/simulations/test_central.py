@@ -77,3 +77,57 @@ def test_the_command_line_builds_the_config_like_the_launcher(tmp_path):
     assert cfg.run.out == str(Path("runs") / "central-c") and moved.run.out == str(tmp_path / "o")
     with pytest.raises(ConfigError, match="pre-trains the parts of NeuMF"):
         central.parse_config([str(path), "--set", "pretrain-epochs=1"])
+
+
+def _params(run: Path, epoch: int) -> dict:
+    from fedrec import checkpoint
+
+    return checkpoint.load_pickle(run / "checkpoints" / f"round-{epoch}.pkl")["params"]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_crashed_run_resumes_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch, optimizer):
+    # Prepare: 4 epochs with a per-epoch decay (optimiser state, generator and lr all carry over)
+    import fedrec.train.central as train_central_module
+
+    flat = {**TINY, "optimizer": optimizer, "lr": 0.05, "lr-decay": 0.9, "num-rounds": 4,
+            "eval-every": 2}
+    whole = central.run(Config.from_flat({**flat, "out": str(tmp_path / "whole")}))
+    build = train_central_module.build_examples
+
+    def crash_in_epoch_3(split, users, rounds, negatives, loss, seed, key):
+        if key == -3:
+            raise KeyboardInterrupt("interrupted")
+        return build(split, users, rounds, negatives, loss, seed, key)
+
+    # Execute: the run dies in epoch 3, then runs again on the same directory
+    cfg = Config.from_flat({**flat, "out": str(tmp_path / "cut")})
+    monkeypatch.setattr(train_central_module, "build_examples", crash_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        central.run(cfg)
+    assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == [
+        "round-1.pkl", "round-2.pkl"]
+    monkeypatch.setattr(train_central_module, "build_examples", build)
+    resumed = central.run(cfg)
+
+    # Assert: same parameters, metrics and rows as the uninterrupted run
+    a, b = _params(tmp_path / "whole", 4), _params(tmp_path / "cut", 4)
+    assert set(a) == set(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    assert resumed["final"] == whole["final"]
+    assert [r["hr@10"] for r in rows(tmp_path / "cut")] == [
+        r["hr@10"] for r in rows(tmp_path / "whole")]
+
+
+def test_a_checkpoint_of_another_config_is_refused_and_resume_false_starts_over(tmp_path):
+    flat = {**TINY, "optimizer": "sgd", "lr": 0.05, "num-rounds": 2, "eval-every": 2,
+            "out": str(tmp_path / "run")}
+    first = central.run(Config.from_flat(flat))
+
+    with pytest.raises(ValueError, match="different config"):
+        central.run(Config.from_flat({**flat, "lr": 0.1}))
+    with pytest.raises(ValueError, match="epoch 2, after num-rounds = 1"):
+        central.run(Config.from_flat({**flat, "num-rounds": 1}))
+    again = central.run(Config.from_flat({**flat, "resume": False}))
+
+    assert again["final"] == first["final"]
+    assert [r["round"] for r in rows(tmp_path / "run")] == ["1", "2"]
