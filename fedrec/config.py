@@ -96,8 +96,9 @@ class TrainConfig:
     dense_lr: float = 0.0  # learning rate of the dense shared parameters (towers, MLPs); 0: lr
     lr_decay: float = 1.0  # round r trains at lr * lr-decay**(r - 1) (user-lr too)
     optimizer: str = "sparse-adam"  # sgd | adam | sparse-adam (lazy Adam on embedding rows)
-    loss: str = "bce"  # bce | bpr | mse (explicit ratings, reports RMSE)
+    loss: str = "bce"  # bce | bpr | mse (explicit ratings, reports RMSE) | ials (exact ALS)
     weight_decay: float = 0.0  # L2 on the rows used in a batch (sparse-safe)
+    unobserved_weight: float = 0.0  # loss = ials: weight alpha0 of every (user, item) pair
     # central NeuMF pre-training (simulations/central.py; He et al. 2017): GMF and MLP train
     # pretrain-epochs each at pretrain-lr with pretrain-optimizer, are fused into NeuMF, which
     # then trains num-rounds epochs at lr with optimizer. 0: no pre-training
@@ -292,7 +293,12 @@ class Config:
              "is not supported with privacy='sample' (DP-SGD steps every row at lr)"),
             ("optimizer", self.train.optimizer in ("sgd", "adam", "sparse-adam"),
              "must be sgd|adam|sparse-adam"),
-            ("loss", self.train.loss in ("bce", "bpr", "mse"), "must be bce|bpr|mse"),
+            ("loss", self.train.loss in ("bce", "bpr", "mse", "ials"),
+             "must be bce|bpr|mse|ials"),
+            ("unobserved-weight", self.train.unobserved_weight >= 0, "must be >= 0"),
+            ("loss", self.train.loss != "ials" or (
+                self.fed.item_step == "newton" and self.train.unobserved_weight > 0),
+             "needs item-step 'newton' (the items' exact step) and unobserved-weight > 0"),
             ("device", self.train.device in ("auto", "cpu", "cuda"), "must be auto|cpu|cuda"),
             ("num-rounds", self.fed.num_rounds >= 1, "must be >= 1"),
             ("fraction-train", 0 < self.fed.fraction_train <= 1, "must be in (0, 1]"),
@@ -335,10 +341,11 @@ class Config:
             ("item-step", self.fed.item_step in ("mean", "newton"), "must be mean|newton"),
             ("item-step", self.fed.item_step == "mean" or (
                 self.fed.strategy == "fedavg-items" and self.model.model == "mf"
-                and self.train.loss == "bce" and not _tower_names(self.model.towers)
+                and self.train.loss in ("bce", "ials") and not _tower_names(self.model.towers)
                 and self.privacy.privacy == "none" and self.robust.attack == "none"
                 and self.robust.defense == "none"),
-             "newton needs strategy 'fedavg-items', model 'mf', loss 'bce', no towers, and "
+             "newton needs strategy 'fedavg-items', model 'mf', loss 'bce' or 'ials', no "
+             "towers, and "
              "no privacy, attack or defense (they bound per-user updates, not per-row sums)"),
             ("strategy", not (self.privacy.privacy == "user" and self.fed.strategy ==
                               "fedavg-items"),

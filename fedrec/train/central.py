@@ -71,6 +71,9 @@ def train_central(
         Called as ``on_state(state)`` after each epoch, after ``on_epoch``: everything a resumed
         call needs (``epoch``, ``params``, ``optimizers``, ``generator``), on the CPU.
     """
+    if tc.loss == "ials":
+        raise ValueError("setting 'loss' = 'ials' trains by exact alternating solves: run it "
+                         "with simulations/launch.py (one node of all users is central iALS)")
     device = resolve_device(tc.device)
     if state is not None:
         params = state["params"]

@@ -27,8 +27,9 @@ from fedrec.train.examples import (
     examples_per_positive,
     uses_labels,
 )
+from fedrec.train.ials import item_stats, observed, solve_users
 from fedrec.train.layout import ItemIndex, local_rows
-from fedrec.train.newton import newton_stats
+from fedrec.train.newton import newton_stats, row_params
 from fedrec.train.optim import CohortOptimizer
 from fedrec.train.steps import LocalParams, OwnerBatch, OwnerGrads, StepPolicy, run_steps
 
@@ -244,6 +245,11 @@ def _train_chunk(
     weight_cap: float | None = None,
     item_step: str = "mean",
 ) -> dict:
+    if tc.loss == "ials":
+        if keep_per_user or keep_local:
+            raise ValueError("setting 'loss' = 'ials' solves rows exactly: there are no "
+                             "per-user updates or local tables to keep")
+        return _ials_chunk(model, shared, state, ex, tc, device)
     n_users = len(ex.users)
     n_items = model.n_items
     item_names = [s.name for s in model.specs_of("item")]
@@ -333,6 +339,36 @@ def _train_chunk(
             {n: t.cpu() for n, t in T.items()}, {n: t.cpu() for n, t in D.items()},
             {n: t.detach().cpu() for n, t in P.items()},
         ) if keep_local else None,
+    }
+
+
+def _ials_chunk(model: Recommender, shared: dict[str, Tensor], state: dict[str, Tensor],
+                ex: CohortExamples, tc: TrainConfig, device: torch.device) -> dict:
+    """``loss = "ials"``: each user's exact row, then the items' Newton statistics at the new
+    rows (:mod:`fedrec.train.ials`), in :func:`_train_chunk`'s result layout. Both statistics
+    are divided by the federation's user count: summed over nodes they are the per-user mean
+    gradient and Hessian (the Newton step does not change), and a reply's step is bounded like
+    an average of per-user updates (``max-update-norm``, :mod:`server.replies`)."""
+    row_params(model)
+    y = observed(ex, model.n_items, device)
+    rows, loss = solve_users(y, shared, tc.unobserved_weight, tc.weight_decay)
+    step, curvature = item_stats(y, rows, shared, tc.unobserved_weight, tc.weight_decay)
+    per_user = 1.0 / model.n_users  # the reply: this cohort's share of the per-user mean
+    step = {n: t * per_user for n, t in step.items()}
+    sq = sum(((rows[n] - state[n].to(device).double().view_as(rows[n])) ** 2)
+              .reshape(len(ex.users), -1).sum(1) for n in rows)
+    dense = {s.name: torch.zeros(shared[s.name].shape, dtype=torch.float64, device=device)
+             for s in model.specs_of("dense")}
+    return {
+        "sum": {**step, **dense},
+        "weight_sum": float(ex.n_pos.sum()),
+        "loss_sum": float(loss.sum()),
+        "state": {n: t.to(state[n].dtype).view_as(state[n]) for n, t in rows.items()},
+        "sq_norms": sq.cpu().numpy(),
+        "per_user": {},
+        "item_weight": y.sum(0),
+        "item_curvature": curvature * per_user,
+        "local": None,
     }
 
 

@@ -87,8 +87,10 @@ def _train_keys(split: SplitData) -> np.ndarray:
 
 def examples_per_positive(loss: str, num_negatives: int, labelled: bool = False) -> int:
     """Examples generated per training row: ``bce`` 1 + negatives, ``bpr`` one pair per
-    negative, ``mse`` (explicit ratings) the rating alone; ``labelled`` rows (click-through
-    splits: fixed positives and negatives) are one example each, used as given."""
+    negative, ``mse`` (explicit ratings) the rating alone, ``ials`` the observed pair alone
+    (every other item enters iALS's loss through a Gramian, :mod:`fedrec.train.ials`);
+    ``labelled`` rows (click-through splits: fixed positives and negatives) are one example
+    each, used as given."""
     if labelled:
         if loss != "bce":
             raise ValueError(
@@ -100,14 +102,14 @@ def examples_per_positive(loss: str, num_negatives: int, labelled: bool = False)
         return 1 + num_negatives
     if loss == "bpr":
         return num_negatives
-    if loss == "mse":
+    if loss in ("mse", "ials"):
         return 1
-    raise ValueError(f"unknown loss '{loss}' (known: bce, bpr, mse)")
+    raise ValueError(f"unknown loss '{loss}' (known: bce, bpr, mse, ials)")
 
 
 def uses_labels(loss: str) -> bool:
-    """Whether examples carry labels (``bce``: 0/1, ``mse``: ratings)."""
-    return loss in ("bce", "mse")
+    """Whether examples carry labels (``bce``: 0/1, ``mse``: ratings, ``ials``: 1)."""
+    return loss in ("bce", "mse", "ials")
 
 
 @dataclass
@@ -182,6 +184,9 @@ def build_examples(
         elif loss == "mse":
             items = pos_items[:, None]
             labels = split.train_ratings[pos_index].astype(np.float32)
+        elif loss == "ials":
+            items = pos_items[:, None]
+            labels = np.ones(total_pos, dtype=np.float32)
         elif loss == "bce":
             negs = sample_negatives(split, g_users, offset, num_negatives, seed, round_, epoch)
             cols = np.concatenate([pos_items[:, None], negs], axis=1)  # (P, 1 + nn)
