@@ -61,6 +61,10 @@ from fedrec.privacy import secagg
 from server.privacy import UserLevelDP
 from simulations.inprocess import InProcessGrid
 
+# Ray instances on one machine find each other (ray.init() joins the cluster a `ray start`
+# recorded): under `pytest -n` (README) the tests that start Ray share one worker, in turn.
+pytestmark = pytest.mark.xdist_group("ray")
+
 N_NODES = 5
 SHAPES = {"bias": (), "item_emb": (64, 5)}  # 321 coordinates; legacy order = sorted names
 N_PARAMS = sum(math.prod(s) for s in SHAPES.values())

@@ -24,6 +24,10 @@ from simulations import tls
 from simulations.faults import parse_fault
 from simulations.processes import ProcessGroup, alive
 
+# Ray instances on one machine find each other (ray.init() joins the cluster a `ray start`
+# recorded): under `pytest -n` (README) the tests that start Ray share one worker, in turn.
+pytestmark = pytest.mark.xdist_group("ray")
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "simulations" / "cluster.py"
 # 2 nodes of 60 users, 3 rounds: small enough that a round is Flower's overhead

@@ -15,6 +15,10 @@ from pathlib import Path
 
 import pytest
 
+# Ray instances on one machine find each other (ray.init() joins the cluster a `ray start`
+# recorded): under `pytest -n` (README) the tests that start Ray share one worker, in turn.
+pytestmark = pytest.mark.xdist_group("ray")
+
 ROOT = Path(__file__).resolve().parents[2]
 ISSUE_COMMAND = ["simulations/launch.py", "--set", "privacy=user", "--set", "target-epsilon=8",
                  "--set", "fraction-train=0.5", "--set", "num-rounds=2", "--set",

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Ray instances on one machine find each other (ray.init() joins the cluster a `ray start`
+# recorded): under `pytest -n` (README) the tests that start Ray share one worker, in turn.
+pytestmark = pytest.mark.xdist_group("ray")
+
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = [sys.executable, str(ROOT / "simulations" / "launch.py")]
 TINY = ["--set", "synthetic-users=60", "--set", "synthetic-items=200", "--set",

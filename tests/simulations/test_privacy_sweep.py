@@ -14,6 +14,10 @@ from fedrec.config import Config
 from simulations.inprocess import run_inprocess
 from simulations.privacy_sweep import run_sweep
 
+# Ray instances on one machine find each other (ray.init() joins the cluster a `ray start`
+# recorded): under `pytest -n` (README) the tests that start Ray share one worker, in turn.
+pytestmark = pytest.mark.xdist_group("ray")
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["synthetic-users=24", "synthetic-items=80", "synthetic-interactions=8",
         "test-negatives=30", "num-rounds=2", "dim=8", "batch-size=64", "users-per-node=12",

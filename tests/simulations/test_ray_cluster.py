@@ -19,6 +19,10 @@ from simulations.cluster import free_port
 from simulations.inprocess import run_inprocess
 from simulations.processes import ProcessGroup, alive
 
+# Ray instances on one machine find each other (ray.init() joins the cluster a `ray start`
+# recorded): under `pytest -n` (README) the tests that start Ray share one worker, in turn.
+pytestmark = pytest.mark.xdist_group("ray")
+
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = {"synthetic-users": 60, "synthetic-items": 200, "synthetic-interactions": 10,
             "users-per-node": 20, "dim": 8, "device": "cpu", "num-rounds": 2, "seed": 4}
