@@ -134,6 +134,9 @@ def ml1m_methods() -> list[Method]:
         Method("central-mf", "Central MF (dim 32)", "central", f"{q}central_mf_d32.toml"),
         Method("central-mf-rendle", "Central MF (dim 128), Rendle et al. 2020 recipe",
                "central", "central/ml1m_ncf_mf_rendle.toml", reference=".7294 / .4523"),
+        Method("central-mf-rendle-paper", "Central MF (dim 128), Rendle et al. 2020 recipe at "
+               "its own rate (.002) and length (256 epochs)", "central",
+               "central/ml1m_ncf_mf_rendle_paper.toml", reference=".7294 / .4523"),
         Method("central-neumf", "Central NeuMF (dim 8, no pre-training)", "central",
                f"{q}central_neumf_d8.toml", reference=NCF_NEUMF),
         Method("central-neumf16", "Central NeuMF (dim 16, no pre-training)", "central",
@@ -150,6 +153,8 @@ def ml1m_methods() -> list[Method]:
                "server-lr 200, momentum .5)", "federated", "ml1m_ncf_fedmf_items.toml"),
         Method("fed-mf-newton", "MF, one Newton step per item row (fedavg-items, item-step "
                "newton)", "federated", "ml1m_ncf_fedmf_newton.toml"),
+        Method("fed-mf-ials", "MF by iALS: exact user and item solves (loss ials, item-step "
+               "newton); equals central iALS", "federated", "ml1m_ncf_best.toml"),
         Method("fed-mf-finetune", "MF, item-count-weighted FedAvg, local fine-tune 1 epoch",
                "federated", f"{q}fedmf_finetune.toml"),
         Method("fed-neumf-fedavg", "FedNCF: NeuMF, FedAvg", "federated", f"{q}fedncf.toml",
