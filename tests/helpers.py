@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from fedrec.data.item_features import ItemFeatures, KnowledgeGraph
 from fedrec.data.schema import SplitData
 from fedrec.models.base import Recommender
 from fedrec.models.registry import build_model
 from fedrec.towers.fusion import with_towers
+
+#: Mark of the test files that start Ray (``pytestmark = RAY``). Ray instances on one machine
+#: find each other (ray.init() joins the cluster a ``ray start`` recorded): under ``pytest -n``
+#: (README) these files share one xdist worker and run in turn.
+RAY = pytest.mark.xdist_group("ray")
 
 #: Tower models the contract and equivalence tests run besides the plain ones.
 TOWER_MODELS = ("mf+kg", "mf+text+genre+year", "neumf+kg+text", "mf+kg2+text+genre")

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from fedrec.train.examples import CohortExamples
+from fedrec.train.newton import packed_outer, with_one
 
 SOLVE_BLOCK = 512  # users per batched solve (bounds the (n, m, m) float64 temporaries)
 
@@ -40,17 +41,6 @@ def observed(ex: CohortExamples, n_items: int, device: torch.device) -> Tensor:
     y = torch.zeros(len(ex.users), n_items, dtype=torch.float64)
     y[owner, items] = 1.0
     return y.to(device)
-
-
-def _with_one(x: Tensor) -> Tensor:
-    """``[x, 1]``: rows extended by the constant that multiplies the other side's bias."""
-    return torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)], 1)
-
-
-def _packed_outer(f: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Upper-triangle products ``f_r f_c`` of each row of ``f`` ``(n, m)``: ``(n, T)``, r, c."""
-    r, c = torch.triu_indices(f.shape[1], f.shape[1], device=f.device)
-    return f[:, r] * f[:, c], r, c
 
 
 def _solve(packed: Tensor, r: Tensor, c: Tensor, extra: Tensor, ridge: Tensor,
@@ -78,9 +68,9 @@ def solve_users(y: Tensor, shared: dict[str, Tensor], alpha0: float,
     (a mean per observed example, reported as the round's training loss)."""
     q = shared["item_emb"].double()
     o = shared["item_bias"].double() + shared["bias"].double()  # item offsets
-    f = _with_one(q)  # (n_items, m)
+    f = with_one(q)  # (n_items, m)
     n_items = f.shape[0]
-    outer, r, c = _packed_outer(f.float())
+    outer, r, c = packed_outer(f.float())
     packed = (y.float() @ outer).double()  # sum over observed items of f f^T, upper triangle
     gram = f.T @ f  # sum over all items
     counts = y.sum(1)
@@ -99,7 +89,7 @@ def item_stats(y: Tensor, user: dict[str, Tensor], shared: dict[str, Tensor], al
     over these users at the round's item rows, and the exact Hessian, packed), float64."""
     q = shared["item_emb"].double()
     qb = shared["item_bias"].double()
-    g = _with_one(user["user_emb"].double())  # (n_users, m)
+    g = with_one(user["user_emb"].double())  # (n_users, m)
     e = user["user_bias"].double() + shared["bias"].double()
     n_users = g.shape[0]
     s = q @ g[:, :-1].T + qb[:, None] + e[None, :]  # (n_items, n_users)
@@ -108,7 +98,7 @@ def item_stats(y: Tensor, user: dict[str, Tensor], shared: dict[str, Tensor], al
     resid = yt * (s - 1.0) + alpha0 * s
     ridge = 2.0 * weight_decay * (counts + alpha0 * n_users)
     grad = resid @ g + ridge[:, None] * torch.cat([q, qb[:, None]], 1)
-    outer, r, c = _packed_outer(g.float())
+    outer, r, c = packed_outer(g.float())
     packed = (yt.float() @ outer).double() + alpha0 * outer.double().sum(0)[None, :]
     packed[:, r == c] += ridge[:, None]
     return {"item_emb": -grad[:, :-1], "item_bias": -grad[:, -1]}, packed

@@ -65,7 +65,7 @@ def newton_stats(model: Recommender, user: dict[str, Tensor], ex: CohortExamples
     b = shared["bias"].double()
     pu = user["user_emb"].to(dev).double()
     bu = user["user_bias"].to(dev).double()
-    n_users, dim = pu.shape
+    n_users = pu.shape[0]
     n_items = q.shape[0]
     # every (item, user) logit at once (a small GEMM), then per-example sums per (item, user)
     logits = (q @ pu.T + qb[:, None] + bu[None, :] + b).view(-1)
@@ -85,13 +85,24 @@ def newton_stats(model: Recommender, user: dict[str, Tensor], ex: CohortExamples
     grad_b = r_sum.view(n_items, n_users).sum(1) + wd2 * count * qb
     # sum_u c_iu [p_u, 1][p_u, 1]^T for every item at once: one GEMM over the upper triangle
     # (float32: the solve on the server is float64 and the matrices are well conditioned)
-    m = dim + 1
-    jac = torch.cat([pu, torch.ones(n_users, 1, dtype=torch.float64, device=dev)], 1)
-    r, c = torch.triu_indices(m, m, device=dev)
-    packed = (s_sum.view(n_items, n_users).float() @ (jac[:, r] * jac[:, c]).float()).double()
+    outer, r, c = packed_outer(with_one(pu))
+    packed = (s_sum.view(n_items, n_users).float() @ outer.float()).double()
     packed[:, r == c] += wd2 * count[:, None]
     rate = tc.lr / tc.batch_size
     return {"item_emb": -rate * grad_q, "item_bias": -rate * grad_b}, rate * packed
+
+
+def with_one(x: Tensor) -> Tensor:
+    """``[x, 1]``: rows extended by the constant that multiplies the other side's bias (the
+    row layout's last coordinate)."""
+    return torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)], 1)
+
+
+def packed_outer(f: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Each row's outer product ``f f^T`` as its upper triangle in row-major order (``(n, T)``,
+    in ``f``'s dtype), with the triangle's row and column indices ``r``, ``c``."""
+    r, c = torch.triu_indices(f.shape[1], f.shape[1], device=f.device)
+    return f[:, r] * f[:, c], r, c
 
 
 def _triangle(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

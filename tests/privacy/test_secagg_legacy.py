@@ -60,10 +60,9 @@ from fedrec.config import Config
 from fedrec.privacy import secagg
 from server.privacy import UserLevelDP
 from simulations.inprocess import InProcessGrid
+from tests.helpers import RAY
 
-# Ray instances on one machine find each other (ray.init() joins the cluster a `ray start`
-# recorded): under `pytest -n` (README) the tests that start Ray share one worker, in turn.
-pytestmark = pytest.mark.xdist_group("ray")
+pytestmark = RAY  # one Ray at a time under pytest -n (tests.helpers)
 
 N_NODES = 5
 SHAPES = {"bias": (), "item_emb": (64, 5)}  # 321 coordinates; legacy order = sorted names

@@ -23,10 +23,9 @@ from fedrec import rundir
 from simulations import tls
 from simulations.faults import parse_fault
 from simulations.processes import ProcessGroup, alive
+from tests.helpers import RAY
 
-# Ray instances on one machine find each other (ray.init() joins the cluster a `ray start`
-# recorded): under `pytest -n` (README) the tests that start Ray share one worker, in turn.
-pytestmark = pytest.mark.xdist_group("ray")
+pytestmark = RAY  # one Ray at a time under pytest -n (tests.helpers)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "simulations" / "cluster.py"

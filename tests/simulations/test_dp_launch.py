@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-# Ray instances on one machine find each other (ray.init() joins the cluster a `ray start`
-# recorded): under `pytest -n` (README) the tests that start Ray share one worker, in turn.
-pytestmark = pytest.mark.xdist_group("ray")
+from tests.helpers import RAY
+
+pytestmark = RAY  # one Ray at a time under pytest -n (tests.helpers)
 
 ROOT = Path(__file__).resolve().parents[2]
 ISSUE_COMMAND = ["simulations/launch.py", "--set", "privacy=user", "--set", "target-epsilon=8",

@@ -13,10 +13,9 @@ import pytest
 from fedrec.config import Config
 from simulations.inprocess import run_inprocess
 from simulations.privacy_sweep import run_sweep
+from tests.helpers import RAY
 
-# Ray instances on one machine find each other (ray.init() joins the cluster a `ray start`
-# recorded): under `pytest -n` (README) the tests that start Ray share one worker, in turn.
-pytestmark = pytest.mark.xdist_group("ray")
+pytestmark = RAY  # one Ray at a time under pytest -n (tests.helpers)
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["synthetic-users=24", "synthetic-items=80", "synthetic-interactions=8",

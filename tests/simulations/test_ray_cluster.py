@@ -18,10 +18,9 @@ from fedrec.config import Config
 from simulations.cluster import free_port
 from simulations.inprocess import run_inprocess
 from simulations.processes import ProcessGroup, alive
+from tests.helpers import RAY
 
-# Ray instances on one machine find each other (ray.init() joins the cluster a `ray start`
-# recorded): under `pytest -n` (README) the tests that start Ray share one worker, in turn.
-pytestmark = pytest.mark.xdist_group("ray")
+pytestmark = RAY  # one Ray at a time under pytest -n (tests.helpers)
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = {"synthetic-users": 60, "synthetic-items": 200, "synthetic-interactions": 10,
