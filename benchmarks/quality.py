@@ -159,6 +159,8 @@ def ml1m_methods() -> list[Method]:
                "federated", f"{q}fedmf_finetune.toml"),
         Method("fed-neumf-fedavg", "FedNCF: NeuMF, FedAvg", "federated", f"{q}fedncf.toml",
                reference=".606-.658 / .333-.387"),
+        Method("fed-neumf-items", "FedNCF: NeuMF, per-row mean with a server step "
+               "(fedavg-items, server-lr 100)", "federated", "ml1m_ncf_fedncf.toml"),
         Method("fed-pfedrec", "PFedRec: private head, FedAvg, fine-tune", "federated",
                f"{q}pfedrec.toml", reference=".733 / .444"),
     ]

@@ -101,18 +101,23 @@ def test_clientapp_task_runs_in_a_forked_child_without_the_parents_exit_handlers
 
         # Act
         result = executor.launch(Spec(TaskType.CLIENT_APP, token="tok"))
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while not report.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
-        time.sleep(0.1)
-        executor.reconcile()
+        reaped = False
+        while not reaped and time.monotonic() < deadline:  # the child exits after its report
+            executor.reconcile()
+            try:  # WNOWAIT: look without reaping, so only reconcile can have reaped it
+                os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                time.sleep(0.01)
+            except ChildProcessError:
+                reaped = True
 
         # Assert: accepted; ran in another process, with none of the parent's handlers
         assert result.status == "accepted"
         pid, n_child, token = report.read_text().split()
         assert int(pid) != os.getpid() and n_child == "0" and token == "tok"
         assert len(exit_handler.registered_exit_handlers) == n_parent
-        with pytest.raises(ChildProcessError):
-            os.waitpid(-1, os.WNOHANG)  # reaped by reconcile
+        assert reaped, "reconcile never reaped the finished child"
     finally:
         exit_handler.registered_exit_handlers.pop()
