@@ -33,13 +33,12 @@ curves for tuning; outputs ``quality-validation.*``).
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import csv
 import fnmatch
+import functools
 import json
 import logging
 import math
-import multiprocessing as mp
 import os
 import sys
 import time
@@ -54,6 +53,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from fedrec.cli import ArgumentParser, fail, guarded, preflight  # noqa: E402
+from simulations.pool import run_pool  # noqa: E402
 
 log = logging.getLogger("fedrec.bench.quality")
 
@@ -464,17 +464,6 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def _worker(cell: Cell, opts: Options) -> tuple[str, dict[str, Any] | None, str]:
-    """Process-pool entry point: (cell id, summary or None, error text)."""
-    logging.basicConfig(level=logging.WARNING)
-    try:
-        return cell.id, run_cell(cell, opts), ""
-    except Exception as exc:  # reported by the parent; other cells go on
-        import traceback
-
-        return cell.id, None, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-
-
 def run_all(cells: list[Cell], opts: Options, jobs: int) -> dict[str, str]:
     """Run the unfinished cells (``jobs`` at a time); print a line per cell. Returns errors."""
     for c in cells:
@@ -503,16 +492,8 @@ def run_all(cells: list[Cell], opts: Options, jobs: int) -> dict[str, str]:
               f"({summary['timing']['cell_s']:.0f} s; {time.time() - t0:.0f} s total)",
               flush=True)
 
-    if jobs <= 1:
-        for cell in todo:
-            print(f"  start {cell.id}", flush=True)
-            report(*_worker(cell, opts))
-        return errors
-    ctx = mp.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = [pool.submit(_worker, c, opts) for c in todo]
-        for fut in cf.as_completed(futures):
-            report(*fut.result())
+    run_pool(functools.partial(run_cell, opts=opts), todo, jobs,
+             lambda cell, summary, err: report(cell.id, summary, err))
     return errors
 
 

@@ -4,14 +4,15 @@ interaction-inference AUC of an honest-but-curious server.
     python benchmarks/robustness.py [--config robust_ml1m.toml] [--data-dir DIR] [--out DIR]
         [--seeds 0,1,2] [--attacks fake-random,fake-popular,boost] [--fractions 0.01,0.05]
         [--defenses none,fedmedian,fedtrimmedavg,krum,clip,dp,row-clip] [--rounds N]
-        [--inference] [--inference-users N] [--quick] [--list] [--report]
+        [--jobs N] [--inference] [--inference-users N] [--quick] [--list] [--report]
 
 Cells: ``clean`` (``attack-fraction`` 0: no fake user, same target item) x every defense, and
 every attack x fraction x defense, x seeds. Each cell is the config file as-is plus its
 attack, fraction, defense and seed, run through the real ServerApp loop and ClientApp handlers
 on the in-process Grid (``simulations.inprocess``; as ``benchmarks/quality.py --engine
 inprocess``). A cell is finished when its ``summary.json`` exists with the same settings;
-finished cells are skipped (an interrupted run resumes). Defenses:
+finished cells are skipped (an interrupted run resumes). ``--jobs N`` runs N cells at once,
+each in its own process. Defenses:
 
 - ``none``; ``fedmedian``, ``fedtrimmedavg``, ``krum``, ``multikrum``: Flower's robust rules over
   the nodes' replies (server side);
@@ -50,6 +51,7 @@ import numpy as np  # noqa: E402
 
 from fedrec.cli import ArgumentParser, fail, guarded, preflight  # noqa: E402
 from fedrec.config import ATTACKS, Config  # noqa: E402
+from simulations.pool import run_pool  # noqa: E402
 
 log = logging.getLogger("fedrec.bench.robustness")
 CONFIGS = ROOT / "simulations" / "configs"
@@ -113,22 +115,40 @@ def finished(cfg: Config) -> dict[str, Any] | None:
     return json.loads((out / "summary.json").read_text())
 
 
-def run_cells(todo: list[tuple], opts: Any) -> dict[tuple, dict[str, Any]]:
+def run_cells(todo: list[tuple], cfgs: list[Config], jobs: int) -> dict[tuple, dict[str, Any]]:
+    """Every cell's summary: finished cells are read, the others run ``jobs`` at a time (a
+    cell that fails is reported at the end, after the others)."""
     from simulations.inprocess import run_inprocess
 
-    results = {}
+    configs = dict(zip(todo, cfgs, strict=True))
+    results = {cell: s for cell, cfg in configs.items() if (s := finished(cfg)) is not None}
+    run = [cell for cell in todo if cell not in results]
+    print(f"robustness: {len(todo)} cells, {len(results)} already finished, {len(run)} to run "
+          f"({jobs} at a time)", flush=True)
+    errors: dict[tuple, str] = {}
     t0 = time.time()
-    for i, cell in enumerate(todo, 1):
-        cfg = cell_config(cell, opts)
-        summary = finished(cfg)
+    by_out = {configs[c].run.out: c for c in run}
+
+    def report(cfg: Config, summary: dict[str, Any] | None, err: str) -> None:
+        cell = by_out[cfg.run.out]
+        n = len(results) + len(errors) + 1
         if summary is None:
-            t = time.time()
-            summary = run_inprocess(cfg.replace(resume=False))
-            print(f"[{i}/{len(todo)}] {cell}: ER@10 {summary['final'].get('er@10', 0):.4f} "
-                  f"HR@10 {summary['final'].get('hr@10', 0):.4f} ({time.time() - t:.0f} s, "
-                  f"{time.time() - t0:.0f} s total)", flush=True)
+            errors[cell] = err
+            print(f"[{n}/{len(todo)}] {cell}: FAILED {err.splitlines()[0]}", flush=True)
+            return
         results[cell] = summary
-    return results
+        f = summary["final"]
+        print(f"[{n}/{len(todo)}] {cell}: ER@10 {f.get('er@10', 0):.4f} "
+              f"HR@10 {f.get('hr@10', 0):.4f} ({summary['timing']['total_s']:.0f} s, "
+              f"{time.time() - t0:.0f} s total)", flush=True)
+
+    run_pool(run_inprocess, [configs[c].replace(resume=False) for c in run], jobs, report)
+    if errors:
+        for cell, err in errors.items():
+            print(f"{cell} failed:\n{err}", file=sys.stderr)
+        sys.exit(f"{len(errors)} of {len(todo)} cells failed (tracebacks above); the finished "
+                 "cells are kept: the same command runs the others again")
+    return {cell: results[cell] for cell in todo}
 
 
 def _stat(values: list[float]) -> tuple[float, float]:
@@ -267,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fractions", default="0.01,0.05")
     p.add_argument("--defenses", default=DEFAULT_DEFENSES)
     p.add_argument("--rounds", type=int, help="override num-rounds (evaluation at the end)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="cells run at once, each in its own process (one torch thread each)")
     p.add_argument("--inference", action="store_true", help="also the inference AUC table")
     p.add_argument("--inference-users", type=int, default=512,
                    help="users scored per users-per-node setting (default 512)")
@@ -283,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     defenses = parse_list(args.defenses, str, "defenses", list(DEFENSES))
     if args.rounds is not None and args.rounds < 1:
         fail(f"--rounds {args.rounds}: must be >= 1")
+    if args.jobs < 1:
+        fail(f"--jobs {args.jobs}: must be >= 1")
     if args.inference_users < 1:
         fail(f"--inference-users {args.inference_users}: must be >= 1")
     path = Path(args.config)
@@ -298,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.report:
         preflight(configs)  # data files read before the first cell trains
-        results = run_cells(todo, args)
+        results = run_cells(todo, configs, args.jobs)
     else:
         results = {c: s for c, cfg in zip(todo, configs, strict=True)
                    if (s := finished(cfg)) is not None}

@@ -24,8 +24,8 @@ def test_shipped_configs_are_valid_and_clean_by_default():
 
 def test_quick_run_writes_table_targets_and_inference(tmp_path, capsys):
     argv = ["--quick", "--seeds", "0", "--attacks", "boost", "--fractions", "0.05",
-            "--defenses", "none,row-clip", "--out", str(tmp_path), "--inference",
-            "--inference-users", "16"]
+            "--defenses", "none,row-clip", "--out", str(tmp_path), "--jobs", "2",
+            "--inference", "--inference-users", "16"]
     assert robustness.main(argv) == 0
     first = capsys.readouterr().out
     data = json.loads((tmp_path / "robustness.json").read_text())
@@ -45,6 +45,8 @@ def test_quick_run_writes_table_targets_and_inference(tmp_path, capsys):
     assert len(inf) == 6 and all(0 <= r["auc-matched"] <= 1 for r in inf.values())
     assert inf[(1, "none")]["auc"] > 0.7  # one user per node: its update gives it away
     assert "## Interaction inference" in (tmp_path / "robustness.md").read_text()
-    assert "[1/" in first
+    assert "4 cells, 0 already finished, 4 to run (2 at a time)" in first
+    assert first.count(" s total)") == 4  # one line per cell, in two processes
     assert robustness.main(argv[:-3]) == 0  # second run: every cell finished, none rerun
-    assert "[1/" not in capsys.readouterr().out
+    again = capsys.readouterr().out
+    assert "4 cells, 4 already finished, 0 to run" in again and " s total)" not in again
