@@ -102,13 +102,16 @@ def test_clientapp_task_runs_in_a_forked_child_without_the_parents_exit_handlers
         # Act
         result = executor.launch(Spec(TaskType.CLIENT_APP, token="tok"))
         deadline = time.monotonic() + 30
-        while not report.exists() and time.monotonic() < deadline:
+        while (not report.exists() or len(report.read_text().split()) < 3) \
+                and time.monotonic() < deadline:
             time.sleep(0.01)
+        child = int(report.read_text().split()[0])
         reaped = False
         while not reaped and time.monotonic() < deadline:  # the child exits after its report
             executor.reconcile()
-            try:  # WNOWAIT: look without reaping, so only reconcile can have reaped it
-                os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            try:  # WNOWAIT: look without reaping, so only reconcile can have reaped it; this pid
+                # only (the worker may have other children, e.g. multiprocessing's tracker)
+                os.waitid(os.P_PID, child, os.WEXITED | os.WNOHANG | os.WNOWAIT)
                 time.sleep(0.01)
             except ChildProcessError:
                 reaped = True
